@@ -1,0 +1,41 @@
+# mpath-sg: build, unit tests, and the real-kernel lab (tests/vm).
+#   make test   install what is missing (as root), build, lint, cargo test, the VM suite
+#   make demo   boot the lab and show a transcript of the daemon at work
+SHELL := /bin/bash
+CARGO ?= cargo
+PREFIX ?= /usr/local
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all deps build lint unit lab test demo clean
+
+all: build
+
+deps:
+	@tests/vm/install-deps
+
+build:
+	$(CARGO) build --release --locked --all-targets
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --release --locked
+
+# The VM suite; SCENARIOS="name ..." runs a subset.
+lab: build
+	tests/vm/run $(SCENARIOS)
+
+test: deps
+	$(MAKE) build
+	$(MAKE) lint
+	$(MAKE) unit
+	$(MAKE) lab
+
+demo: deps build
+	@tests/vm/run --script tests/vm/demo.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf tests/vm/out

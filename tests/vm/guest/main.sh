@@ -1,0 +1,48 @@
+#!/bin/bash
+# Runs inside the lab VM (started by tests/vm/run): prepares the kernel, then runs each
+# scenario in a fresh topology and records its verdict in $LAB_OUT/results.
+#
+# usage: main.sh OUTDIR SCENARIO_FILE...
+set -u
+LAB_OUT=$1
+shift
+LAB_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export LAB_OUT LAB_ROOT
+. "$LAB_ROOT/guest/prepare.sh"
+results=$LAB_OUT/results
+
+pass=0
+fail=0
+for scenario in "$@"; do
+	name=$(basename "$scenario" .sh)
+	echo
+	echo "=== scenario $name"
+	log=$LAB_OUT/$name.log
+	start=$(date +%s.%N)
+	# A scenario runs in its own shell with errexit; a hang is a failure, never a pass.
+	timeout --kill-after=10 "${LAB_SCENARIO_TIMEOUT:-300}" \
+		bash -c 'set -euo pipefail; . "$LAB_ROOT/lib/lab.sh"; . "$1"' scenario "$scenario" \
+		> >(tee "$log") 2>&1
+	rc=$?
+	wait # for tee
+	secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+	if [ $rc -eq 0 ]; then
+		echo "=== PASS $name (${secs}s)"
+		echo "PASS $name $secs" >>"$results"
+		pass=$((pass + 1))
+	else
+		[ $rc -eq 124 ] && echo "=== scenario $name timed out"
+		echo "=== FAIL $name (exit $rc, ${secs}s)"
+		echo "FAIL $name $secs" >>"$results"
+		fail=$((fail + 1))
+	fi
+	# Clean topology for the next scenario; a scenario that cannot be cleaned up after
+	# poisons the rest, so stop there.
+	pkill -x mpath-sgd 2>/dev/null && sleep 0.5
+	if ! (lab_reset) >>"$LAB_OUT/reset.log" 2>&1; then
+		echo "lab: cannot reset the topology after $name (see reset.log)"
+		echo "RESET-FAILED $name" >>"$results"
+		break
+	fi
+done
+echo "DONE $pass $fail" >>"$results"

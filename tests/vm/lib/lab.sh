@@ -1,0 +1,259 @@
+# shellcheck shell=bash
+# Lab helpers, sourced inside the lab VM by tests/vm/guest/main.sh before each scenario.
+#
+# Topology: scsi_debug presents logical units through several SCSI hosts (one host = one
+# path, `vpd_use_hostno=0` gives every path to a LU the same VPD 0x83 WWID); device-mapper
+# multipath maps are built over those paths with dmsetup (or by multipathd when a scenario
+# asks for it). Faults are the ones real paths suffer: device offline, hot-unplug, scsi_debug
+# error injection, map suspend/reload.
+#
+# Every helper fails the scenario (non-zero exit under `set -e`) when it cannot do what it
+# says; assertions print what they checked.
+
+LAB_SDEBUG_SYSFS=/sys/bus/pseudo/drivers/scsi_debug
+
+say() { printf '%s\n' "$*"; }
+step() { printf '\n-- %s\n' "$*"; }
+die() {
+	printf 'FAIL: %s\n' "$*" >&2
+	exit 1
+}
+
+# ---------------------------------------------------------------- assertions
+
+# assert_ok DESC CMD...: CMD must exit 0.
+assert_ok() {
+	local desc=$1 out rc=0
+	shift
+	out=$("$@" 2>&1) || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		printf '%s\n' "$out" | sed 's/^/   | /' >&2
+		die "$desc: \`$*\` exited $rc, expected success"
+	fi
+	say "ok: $desc"
+	LAB_LAST_OUTPUT=$out
+}
+
+# assert_fails DESC CMD...: CMD must exit non-zero.
+assert_fails() {
+	local desc=$1 out rc=0
+	shift
+	out=$("$@" 2>&1) || rc=$?
+	if [ "$rc" -eq 0 ]; then
+		printf '%s\n' "$out" | sed 's/^/   | /' >&2
+		die "$desc: \`$*\` succeeded, expected failure"
+	fi
+	say "ok: $desc (exit $rc: $(printf '%s' "$out" | tail -n 1))"
+	LAB_LAST_OUTPUT=$out
+}
+
+# assert_eq DESC EXPECTED ACTUAL
+assert_eq() {
+	[ "$2" = "$3" ] || die "$1: expected '$2', got '$3'"
+	say "ok: $1 ($3)"
+}
+
+# assert_match DESC EXTENDED-REGEX TEXT
+assert_match() {
+	printf '%s' "$3" | grep -Eq -- "$2" || {
+		printf '%s\n' "$3" | sed 's/^/   | /' >&2
+		die "$1: output does not match /$2/"
+	}
+	say "ok: $1"
+}
+
+# wait_for DESC SECONDS CMD...: poll CMD every 0.1 s until it succeeds.
+wait_for() {
+	local desc=$1 secs=$2 i
+	shift 2
+	for ((i = 0; i < secs * 10; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	die "timed out after ${secs}s waiting for: $desc"
+}
+
+# ---------------------------------------------------------------- topology
+
+# lab_lus NLUS NPATHS [scsi_debug params...]: NLUS logical units, each reachable through
+# NPATHS paths (one scsi_debug host per path). Sets LAB_LU_PATHS[i]="sdX sdY ..." (paths of
+# LU i, in host order) and LAB_PATHS (all path disks).
+lab_lus() {
+	local nlus=$1 npaths=$2
+	shift 2
+	[ -d $LAB_SDEBUG_SYSFS ] && die "scsi_debug is already loaded (lab_reset was not run?)"
+	modprobe scsi_debug add_host="$npaths" num_tgts=1 max_luns="$nlus" \
+		vpd_use_hostno=0 dev_size_mb=64 "$@" || die "modprobe scsi_debug failed"
+	wait_for "$((nlus * npaths)) scsi_debug disks" 30 lab_count_disks_is $((nlus * npaths))
+	lab_scan_paths
+}
+
+lab_sdebug_disks() {
+	local d
+	for d in /sys/block/sd*; do
+		[ -e "$d" ] || continue
+		[ "$(cat "$d/device/model" 2>/dev/null | tr -d ' ')" = "scsi_debug" ] || continue
+		basename "$d"
+	done
+}
+
+lab_count_disks_is() { [ "$(lab_sdebug_disks | wc -l)" -eq "$1" ]; }
+
+# lab_lu NPATHS [params...]: one LU behind NPATHS paths.
+lab_lu() {
+	local n=$1
+	shift
+	lab_lus 1 "$n" "$@"
+}
+
+# Group scsi_debug disks by LU (the WWID from VPD 0x83), paths ordered by host number.
+lab_scan_paths() {
+	LAB_PATHS=()
+	LAB_LU_PATHS=()
+	declare -gA LAB_WWID_OF=()
+	local -A lu_of=()
+	local hctl d w
+	while read -r hctl d; do
+		w=$(tr -d '\0' </sys/block/"$d"/device/wwid) || die "$d has no WWID"
+		LAB_PATHS+=("$d")
+		LAB_WWID_OF[$d]=$w
+		[ -n "${lu_of[$w]+set}" ] || lu_of[$w]=${#lu_of[@]}
+		LAB_LU_PATHS[${lu_of[$w]}]+="${LAB_LU_PATHS[${lu_of[$w]}]:+ }$d"
+	done < <(for d in $(lab_sdebug_disks); do
+		printf '%s %s\n' "$(basename "$(readlink -f /sys/block/"$d"/device)")" "$d"
+	done | sort -t: -k1,1n -k4,4n)
+	return 0
+}
+
+# dev_t of a disk as MAJ:MIN.
+lab_devt() { cat /sys/block/"$1"/dev; }
+
+# sg node of a disk, e.g. /dev/sg1.
+lab_sg_of() {
+	local n
+	n=$(ls /sys/block/"$1"/device/scsi_generic/ 2>/dev/null) || die "$1 has no sg node"
+	printf '/dev/%s\n' "$n"
+}
+
+# SCSI host number of a disk (the path's "initiator port").
+lab_host_of() { basename "$(readlink -f /sys/block/"$1"/device)" | cut -d: -f1; }
+
+# lab_map NAME [--queue] [--group] DISK...: a multipath map over DISK... with dmsetup.
+# Default: one priority group (service-time) holding all paths, as multipath's `multibus`.
+# --group: one priority group per path, in the given order (multipath's `failover`
+# grouping): I/O and ioctls go to the first usable group, deterministically.
+# --queue: the map queues I/O when no path is left (feature queue_if_no_path).
+lab_map() {
+	local name=$1 queue=0 group=0 d sz table features="0"
+	shift
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--queue) queue=1 ;;
+		--group) group=1 ;;
+		*) break ;;
+		esac
+		shift
+	done
+	[ $# -gt 0 ] || die "lab_map $name: no paths"
+	[ $queue -eq 1 ] && features="1 queue_if_no_path"
+	sz=$(blockdev --getsz /dev/"$1")
+	if [ $group -eq 1 ]; then
+		table="0 $sz multipath $features 0 $# 1"
+		for d in "$@"; do table+=" service-time 0 1 1 $(lab_devt "$d") 1"; done
+	else
+		table="0 $sz multipath $features 0 1 1 service-time 0 $# 1"
+		for d in "$@"; do table+=" $(lab_devt "$d") 1"; done
+	fi
+	dmsetup create "$name" --table "$table" || die "dmsetup create $name failed (table: $table)"
+	wait_for "/dev/mapper/$name" 10 test -b /dev/mapper/"$name"
+}
+
+# lab_maps_all [--queue]: one map per LU, named lab0, lab1, ... in LU order.
+lab_maps_all() {
+	local i
+	for i in "${!LAB_LU_PATHS[@]}"; do
+		# shellcheck disable=SC2086
+		lab_map "lab$i" "$@" ${LAB_LU_PATHS[$i]}
+	done
+}
+
+# map_path_state MAP DISK: A or F, the path's state in device-mapper's map status.
+map_path_state() {
+	local devt
+	devt=$(lab_devt "$2")
+	dmsetup status "$1" | awk -v p="$devt" '{ for (i = 1; i < NF; i++) if ($i == p) { print $(i + 1); exit } }'
+}
+
+map_fail_path() { dmsetup message "$1" 0 "fail_path $(lab_devt "$2")"; }
+map_reinstate_path() { dmsetup message "$1" 0 "reinstate_path $(lab_devt "$2")"; }
+map_suspend() { dmsetup suspend "$1"; }
+map_resume() { dmsetup resume "$1"; }
+# map_reload NAME TABLE: load a new table and make it live.
+map_reload() {
+	dmsetup reload "$1" --table "$2" && dmsetup resume "$1"
+}
+
+# ---------------------------------------------------------------- path faults
+
+# The SCSI device refuses all commands at once (DID_NO_CONNECT), as a dead link does.
+path_offline() { echo offline >/sys/block/"$1"/device/state; }
+path_running() { echo running >/sys/block/"$1"/device/state; }
+
+# Hot-unplug the path's SCSI device; path_rescan HOST brings it back (possibly as a new sdX).
+path_delete() { echo 1 >/sys/block/"$1"/device/delete; }
+path_rescan() {
+	echo "- - -" >/sys/class/scsi_host/host"$1"/scan
+	lab_scan_paths
+}
+
+# sdebug_inject EVERY_NTH OPTS: scsi_debug error injection (see scsi_debug's `opts`; e.g.
+# 4 = timeout, 2 = medium error, 0x10 = transport error). `sdebug_inject 0 0` stops it.
+sdebug_inject() {
+	echo "$1" >/sys/bus/pseudo/drivers/scsi_debug/every_nth
+	echo "$2" >/sys/bus/pseudo/drivers/scsi_debug/opts
+}
+
+# ---------------------------------------------------------------- multipathd
+
+# lab_multipathd_start: the real multipathd (with systemd-udevd, which it needs to see
+# devices), configured for scsi_debug. Returns non-zero when it cannot run here.
+lab_multipathd_start() {
+	mkdir -p /run/lab-multipath
+	cat >/run/lab-multipath/multipath.conf <<-EOF
+		defaults {
+		    user_friendly_names yes
+		    find_multipaths no
+		    polling_interval 1
+		}
+		blacklist { }
+	EOF
+	mount --bind /run/lab-multipath/multipath.conf /etc/multipath.conf 2>/dev/null ||
+		{ touch /etc/multipath.conf && mount --bind /run/lab-multipath/multipath.conf /etc/multipath.conf; }
+	pgrep -x systemd-udevd >/dev/null || /lib/systemd/systemd-udevd --daemon
+	udevadm trigger --action=add --subsystem-match=block
+	udevadm settle -t 10
+	multipathd -s || return 1
+	wait_for "multipathd to answer" 15 multipathd show daemon
+}
+
+lab_multipathd_stop() {
+	if pgrep -x multipathd >/dev/null; then
+		multipathd shutdown >/dev/null 2>&1 || pkill -x multipathd
+		wait_for "multipathd to exit" 10 sh -c '! pgrep -x multipathd'
+	fi
+	mountpoint -q /etc/multipath.conf && umount /etc/multipath.conf
+	return 0
+}
+
+# ---------------------------------------------------------------- reset
+
+# Back to an empty topology: no maps, no scsi_debug, no multipathd.
+lab_reset() {
+	lab_multipathd_stop
+	dmsetup remove_all -f >/dev/null 2>&1 || true
+	if [ -d $LAB_SDEBUG_SYSFS ]; then
+		modprobe -r scsi_debug || die "cannot unload scsi_debug (still in use?)"
+	fi
+	LAB_PATHS=()
+	LAB_LU_PATHS=()
+}
