@@ -1,5 +1,50 @@
-//! `mpath-sgd`: the daemon.
+//! `mpath-sgd`: publishes /dev/mpath-sg/<map> for dm-multipath maps.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Serve the sg driver's SG_IO ABI on /dev/mpath-sg/<map> for every dm-multipath map,
+/// running each command on the map's paths and failing over on path errors.
+///
+/// Runs in the foreground (systemd style) until SIGTERM or SIGINT, then removes its nodes.
+/// Needs root (CUSE, device-mapper ioctls, SG_IO on the path sg nodes). Logs go to stderr;
+/// set RUST_LOG (e.g. RUST_LOG=debug) for more.
+#[derive(Parser, Debug)]
+#[command(name = "mpath-sgd", version)]
+struct Cli {
+    /// Publish only this map (repeatable); default: every multipath map present at start.
+    #[arg(long = "map", value_name = "NAME")]
+    maps: Vec<String>,
+    /// Where device numbers are kept so that each node keeps its major:minor.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/mpath-sg")]
+    state_dir: PathBuf,
+    /// Worker threads per node: how many callers of one map are served at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads_per_map: u16,
+    /// Character major for all nodes (default: the saved one, else a free one of the
+    /// local/experimental majors 120-127, 60-63).
+    #[arg(long, value_name = "MAJOR")]
+    major: Option<u32>,
+}
+
 fn main() {
-    eprintln!("mpath-sgd: not built yet (see the open issues)");
-    std::process::exit(1);
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let opts = mpath_sg::daemon::Options {
+        maps: cli.maps,
+        state_dir: cli.state_dir,
+        threads_per_map: cli.threads_per_map.into(),
+        major: cli.major,
+    };
+    if let Err(e) = mpath_sg::daemon::run(opts) {
+        eprintln!("mpath-sgd: {e}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,297 @@
+//! A CUSE device: the CUSE_INIT handshake on its own /dev/cuse fd, then worker threads that
+//! read requests, hand them to a [`CuseHandler`] and write the replies.
+//!
+//! Several workers read the same fd, so a slow SG_IO never blocks another caller or a
+//! RELEASE; replies go out in any order, each with one writev. The fd is non-blocking and
+//! every worker also polls a shared stop eventfd, so shutdown needs no signal tricks.
+
+use super::abi::*;
+use super::reply::{self, IoctlReply, ReplySink};
+use super::request::{Operation, Request};
+use crate::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use zerocopy::IntoBytes;
+
+/// The biggest request: an IOCTL with 128 KiB of caller data. read() on /dev/cuse needs a
+/// buffer of at least max(8192, 80 + max_write) or it fails with EINVAL.
+pub const REQUEST_BUFFER: usize = 40 + 32 + FUSE_IOCTL_MAX_BYTES + 4096;
+/// What the device accepts per read()/write() (sg headers are 88 bytes; keep it modest).
+const MAX_RW: u32 = 128 * 1024;
+
+/// Who is calling, as the kernel tells it with each request.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// The calling thread's id in the pid namespace of the daemon (0 if not visible there).
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The device's behaviour. Every method must answer; errors become the caller's errno.
+pub trait CuseHandler: Send + Sync + 'static {
+    /// `flags` are the open(2) flags (without O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC).
+    fn open(&self, caller: &Caller, flags: u32) -> Result<u64, Errno>;
+    fn release(&self, fh: u64);
+    fn read(&self, caller: &Caller, fh: u64, size: u32) -> Result<Vec<u8>, Errno>;
+    fn write(&self, caller: &Caller, fh: u64, data: &[u8]) -> Result<u32, Errno>;
+    fn ioctl(&self, caller: &Caller, arg: &IoctlIn, data: &[u8]) -> IoctlReply;
+    /// Some(revents), or an errno (ENOSYS makes the kernel assume a default mask).
+    fn poll(&self, caller: &Caller, arg: &PollIn) -> Result<u32, Errno>;
+}
+
+/// Name and numbers of the character device to publish.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// DEVNAME, e.g. "mpath-sg/mpatha" (node /dev/mpath-sg/mpatha).
+    pub devname: String,
+    pub major: u32,
+    pub minor: u32,
+}
+
+struct FdSink(Arc<OwnedFd>);
+
+impl ReplySink for FdSink {
+    fn send(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let iov: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+        let want: usize = parts.iter().map(|p| p.len()).sum();
+        // /dev/cuse takes a reply whole or not at all.
+        let n = nix::sys::uio::writev(self.0.as_fd(), &iov).map_err(io::Error::from)?;
+        if n != want {
+            return Err(io::Error::other(format!(
+                "short reply write: {n} of {want}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub struct CuseDevice {
+    spec: DeviceSpec,
+    fd: Arc<OwnedFd>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl CuseDevice {
+    /// Opens /dev/cuse, answers CUSE_INIT with `spec`, checks that the kernel published the
+    /// device, and starts `threads` workers. `stop` is an eventfd (or any fd) that becomes
+    /// readable when the daemon shuts down.
+    pub fn create(
+        spec: DeviceSpec,
+        handler: Arc<dyn CuseHandler>,
+        threads: usize,
+        stop: Arc<OwnedFd>,
+    ) -> io::Result<CuseDevice> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/cuse")
+            .map_err(|e| io::Error::new(e.kind(), format!("open /dev/cuse: {e}")))?;
+        let fd = Arc::new(OwnedFd::from(file));
+        handshake(&fd, &spec)?;
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads.max(1) {
+            let (fd, handler, stop) = (fd.clone(), handler.clone(), stop.clone());
+            let name = format!("cuse-{}-{i}", spec.devname.rsplit('/').next().unwrap_or(""));
+            workers.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .stack_size(256 * 1024)
+                    .spawn(move || worker(fd, handler, stop))?,
+            );
+        }
+        Ok(CuseDevice { spec, fd, workers })
+    }
+
+    pub fn spec(&self) -> &DeviceSpec {
+        &self.spec
+    }
+
+    /// A sink for unsolicited notifications (poll wake-ups).
+    pub fn notifier(&self) -> Arc<dyn ReplySink> {
+        Arc::new(FdSink(self.fd.clone()))
+    }
+
+    /// Waits for the workers (the stop fd must be readable by now), then closes /dev/cuse:
+    /// the kernel removes the node, and open client fds get ENOTCONN from then on.
+    pub fn join(self) {
+        for w in self.workers {
+            let _ = w.join();
+        }
+        drop(self.fd);
+    }
+}
+
+fn handshake(fd: &Arc<OwnedFd>, spec: &DeviceSpec) -> io::Result<()> {
+    let mut buf = vec![0u8; REQUEST_BUFFER];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let n = loop {
+        match nix::unistd::read(fd.as_fd(), &mut buf) {
+            Ok(n) => break n,
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {
+                if Instant::now() > deadline {
+                    return Err(io::Error::other("no CUSE_INIT from the kernel within 5 s"));
+                }
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(100u16));
+            }
+            Err(e) => return Err(io::Error::other(format!("read CUSE_INIT: {e}"))),
+        }
+    };
+    let req = Request::parse(&buf[..n]).map_err(|e| io::Error::other(format!("{e:?}")))?;
+    let Operation::CuseInit(init) = req.op else {
+        return Err(io::Error::other("first CUSE request is not CUSE_INIT"));
+    };
+    if init.major != FUSE_KERNEL_VERSION || init.minor < 16 {
+        return Err(io::Error::other(format!(
+            "kernel speaks FUSE {}.{}, need 7.16 or later",
+            init.major, init.minor
+        )));
+    }
+    if init.flags & CUSE_UNRESTRICTED_IOCTL == 0 {
+        return Err(io::Error::other(
+            "kernel does not offer CUSE_UNRESTRICTED_IOCTL",
+        ));
+    }
+    let out = CuseInitOut {
+        major: FUSE_KERNEL_VERSION,
+        minor: init.minor,
+        flags: CUSE_UNRESTRICTED_IOCTL,
+        max_read: MAX_RW,
+        max_write: MAX_RW,
+        dev_major: spec.major,
+        dev_minor: spec.minor,
+        ..Default::default()
+    };
+    let devinfo = format!("DEVNAME={}\0", spec.devname);
+    reply::ok(
+        &FdSink(fd.clone()),
+        req.header.unique,
+        &[out.as_bytes(), devinfo.as_bytes()],
+    )?;
+    // A refused init (name or numbers taken) aborts the connection silently: the reply's
+    // write succeeds. The kernel registers the device while processing the reply, so the
+    // class entry exists now if it ever will.
+    let sys = format!("/sys/class/cuse/{}", spec.devname.replace('/', "!"));
+    if !Path::new(&sys).exists() {
+        return Err(io::Error::other(format!(
+            "the kernel refused device {} ({}:{}): name or device number already in use?",
+            spec.devname, spec.major, spec.minor
+        )));
+    }
+    Ok(())
+}
+
+fn worker(fd: Arc<OwnedFd>, handler: Arc<dyn CuseHandler>, stop: Arc<OwnedFd>) {
+    let sink = FdSink(fd.clone());
+    let mut buf = vec![0u8; REQUEST_BUFFER];
+    loop {
+        let mut fds = [
+            PollFd::new(fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::error!("poll on /dev/cuse fd {}: {e}", fd.as_raw_fd());
+                return;
+            }
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            return;
+        }
+        let n = match nix::unistd::read(fd.as_fd(), &mut buf) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
+            // ENODEV: the connection was aborted (device removed under us).
+            Err(nix::errno::Errno::ENODEV) => return,
+            Err(e) => {
+                tracing::error!("read /dev/cuse: {e}");
+                return;
+            }
+        };
+        dispatch(&*handler, &sink, &buf[..n]);
+    }
+}
+
+/// Decode one request, run it, send exactly one reply (none for INTERRUPT).
+pub fn dispatch(handler: &dyn CuseHandler, sink: &dyn ReplySink, bytes: &[u8]) {
+    let req = match Request::parse(bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("malformed CUSE request ({e:?}); answering EIO");
+            if let Ok((h, _)) = <InHeader as zerocopy::FromBytes>::read_from_prefix(bytes) {
+                let _ = reply::error(sink, h.unique, Errno::EIO);
+            }
+            return;
+        }
+    };
+    let h = req.header;
+    let caller = Caller {
+        pid: h.pid,
+        uid: h.uid,
+        gid: h.gid,
+    };
+    let unique = h.unique;
+    let sent = match req.op {
+        Operation::Open(arg) => match handler.open(&caller, arg.flags) {
+            Ok(fh) => {
+                let out = OpenOut {
+                    fh,
+                    open_flags: FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE,
+                    padding: 0,
+                };
+                reply::ok(sink, unique, &[out.as_bytes()])
+            }
+            Err(e) => reply::error(sink, unique, e),
+        },
+        Operation::Release(arg) => {
+            handler.release(arg.fh);
+            reply::ok(sink, unique, &[])
+        }
+        Operation::Read(arg) => match handler.read(&caller, arg.fh, arg.size) {
+            Ok(data) => reply::ok(sink, unique, &[&data]),
+            Err(e) => reply::error(sink, unique, e),
+        },
+        Operation::Write { arg, data } => match handler.write(&caller, arg.fh, data) {
+            Ok(size) => {
+                let out = WriteOut { size, padding: 0 };
+                reply::ok(sink, unique, &[out.as_bytes()])
+            }
+            Err(e) => reply::error(sink, unique, e),
+        },
+        Operation::Ioctl { arg, data } => {
+            let r = handler.ioctl(&caller, &arg, data);
+            reply::ioctl(sink, unique, &r)
+        }
+        Operation::Poll(arg) => match handler.poll(&caller, &arg) {
+            Ok(revents) => {
+                let out = PollOut {
+                    revents,
+                    padding: 0,
+                };
+                reply::ok(sink, unique, &[out.as_bytes()])
+            }
+            Err(e) => reply::error(sink, unique, e),
+        },
+        // The command runs to completion and its reply is the answer; an interrupted
+        // caller gets the result (see docs/sg-compat.md).
+        Operation::Interrupt(_) => return,
+        Operation::CuseInit(_) | Operation::Unknown(_) => reply::error(sink, unique, Errno::ENOSYS),
+    };
+    if let Err(e) = sent {
+        // ENOENT: the request was aborted (caller gone) before the reply; nothing to do.
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            tracing::warn!("reply to CUSE request {unique}: {e}");
+        }
+    }
+}

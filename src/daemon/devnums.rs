@@ -1,0 +1,175 @@
+//! Stable device numbers: all nodes share one character major and each map keeps its
+//! minor across restarts (containers' device rules name major:minor), persisted in a small
+//! text file under the state directory:
+//!
+//! ```text
+//! major 120
+//! minor 0 mpath-3600a0b80001234
+//! minor 1 name:lab1
+//! ```
+//! A map is keyed by its DM uuid (stable across renames) or, without one, by its name.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Character majors LANANA reserves for local/experimental use that the kernel never hands
+/// out dynamically (dynamic majors are 234-254 and 384-511).
+const LOCAL_MAJORS: [u32; 12] = [120, 121, 122, 123, 124, 125, 126, 127, 60, 61, 62, 63];
+const FILE: &str = "devnums";
+
+#[derive(Debug)]
+pub struct DevNums {
+    path: PathBuf,
+    pub major: u32,
+    minors: BTreeMap<String, u32>,
+}
+
+impl DevNums {
+    /// Loads the state, or picks a free local major (per `proc_devices`) on first start.
+    pub fn load(state_dir: &Path, proc_devices: &str) -> io::Result<DevNums> {
+        let path = state_dir.join(FILE);
+        let mut major = None;
+        let mut minors = BTreeMap::new();
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                for (i, line) in text.lines().enumerate() {
+                    let bad = || {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}:{}: cannot parse '{line}'", path.display(), i + 1),
+                        )
+                    };
+                    let mut w = line.splitn(3, ' ');
+                    match (w.next(), w.next(), w.next()) {
+                        (Some("major"), Some(m), None) => {
+                            major = Some(m.parse().map_err(|_| bad())?)
+                        }
+                        (Some("minor"), Some(m), Some(key)) => {
+                            minors.insert(key.to_string(), m.parse().map_err(|_| bad())?);
+                        }
+                        (Some(""), None, None) | (Some("#"), _, _) => {}
+                        _ => return Err(bad()),
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        }
+        let major = match major {
+            Some(m) => m,
+            None => free_local_major(proc_devices).ok_or_else(|| {
+                io::Error::other("no free character major among the local/experimental ones (60-63, 120-127); set one with --major")
+            })?,
+        };
+        Ok(DevNums {
+            path,
+            major,
+            minors,
+        })
+    }
+
+    pub fn set_major(&mut self, major: u32) {
+        self.major = major;
+    }
+
+    /// The map's minor, allocating the lowest free one for a new map.
+    pub fn minor_for(&mut self, key: &str) -> u32 {
+        if let Some(&m) = self.minors.get(key) {
+            return m;
+        }
+        let used: std::collections::BTreeSet<u32> = self.minors.values().copied().collect();
+        let m = (0..).find(|m| !used.contains(m)).expect("a free minor");
+        self.minors.insert(key.to_string(), m);
+        m
+    }
+
+    /// Writes the state atomically (temporary file + rename).
+    pub fn save(&self) -> io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        let tmp = self.path.with_extension("tmp");
+        let mut f = fs::File::create(&tmp)?;
+        writeln!(
+            f,
+            "# mpath-sgd device numbers: keep them stable across restarts"
+        )?;
+        writeln!(f, "major {}", self.major)?;
+        for (key, m) in &self.minors {
+            writeln!(f, "minor {m} {key}")?;
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, &self.path)
+    }
+}
+
+/// Map key: the DM uuid when there is one (survives renames), else the name.
+pub fn map_key(name: &str, uuid: &str) -> String {
+    if uuid.is_empty() {
+        format!("name:{name}")
+    } else {
+        uuid.to_string()
+    }
+}
+
+fn free_local_major(proc_devices: &str) -> Option<u32> {
+    let used: Vec<u32> = proc_devices
+        .lines()
+        .skip_while(|l| !l.starts_with("Character devices"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    LOCAL_MAJORS.into_iter().find(|m| !used.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROC: &str = "Character devices:\n  1 mem\n120 other\n121 x\n\nBlock devices:\n122 y\n";
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mpath-sg-devnums-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn picks_a_free_local_major_and_stable_minors() {
+        let dir = tmpdir("a");
+        let mut d = DevNums::load(&dir, PROC).unwrap();
+        assert_eq!(
+            d.major, 122,
+            "120 and 121 are taken; block majors do not count"
+        );
+        assert_eq!(d.minor_for("mpath-a"), 0);
+        assert_eq!(d.minor_for("name:b"), 1);
+        assert_eq!(d.minor_for("mpath-a"), 0);
+        d.save().unwrap();
+        // a restart, with other majors in use now: the saved numbers win
+        let mut again = DevNums::load(&dir, "Character devices:\n122 mpath-sg/x\n").unwrap();
+        assert_eq!(again.major, 122);
+        assert_eq!(again.minor_for("name:b"), 1);
+        assert_eq!(again.minor_for("mpath-c"), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_naming_the_file() {
+        let dir = tmpdir("b");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(FILE), "major x\n").unwrap();
+        let e = DevNums::load(&dir, PROC).unwrap_err();
+        assert!(e.to_string().contains("devnums:1"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(map_key("mpatha", ""), "name:mpatha");
+        assert_eq!(map_key("mpatha", "mpath-36001"), "mpath-36001");
+    }
+}

@@ -1,0 +1,340 @@
+//! One /dev/mpath-sg/<map> node: the sg driver's ioctl ABI (drivers/scsi/sg.c,
+//! sg_ioctl_common) on top of the map's failover engine. Each errno is decided here, in
+//! one place per ioctl, as sg decides it; differences are listed in docs/sg-compat.md.
+
+use crate::cuse::abi::{ioctl_flags, IoctlIn, IoctlIovec, PollIn};
+use crate::cuse::{Caller, CuseHandler, IoctlReply};
+use crate::errno::Errno;
+use crate::failover::Engine;
+use crate::path::PathCommand;
+use crate::sg::abi::{self, ioctl::*, ScsiIdlun, SgScsiId};
+use crate::sg::access;
+use crate::sg::header::{output_for, sense_bytes, Abi, Direction};
+use crate::sg::plan::{plan, Round, Step, MAX_ROUND_TRANSFER};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+use zerocopy::IntoBytes;
+
+/// Per open file, as sg keeps it in `struct sg_fd`.
+struct OpenFile {
+    flags: u32,
+    timeout_user: AtomicI32,
+    reserved_size: AtomicI32,
+    cmd_q: AtomicBool,
+    keep_orphan: AtomicI32,
+    force_pack_id: AtomicBool,
+    next_cmd_len: AtomicI32,
+}
+
+impl OpenFile {
+    fn read_write(&self) -> bool {
+        self.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32
+    }
+    fn writable(&self) -> bool {
+        self.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
+    }
+}
+
+pub struct MapNode {
+    engine: Arc<Engine>,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    next_fh: AtomicU64,
+}
+
+/// sg's SG_SET_TIMEOUT ceiling: mult_frac(INT_MAX, USER_HZ, HZ) with Debian's HZ=250.
+const MAX_TIMEOUT_USER: i32 = (i32::MAX as i64 * 100 / 250) as i32;
+
+fn iov(base: u64, len: usize) -> IoctlIovec {
+    IoctlIovec {
+        base,
+        len: len as u64,
+    }
+}
+
+/// An ioctl whose argument is written to the caller: two rounds (name the region, fill it).
+fn put(arg: &IoctlIn, bytes: &[u8]) -> IoctlReply {
+    if (arg.out_size as usize) < bytes.len() {
+        return IoctlReply::Retry {
+            input: vec![],
+            output: vec![iov(arg.arg, bytes.len())],
+        };
+    }
+    IoctlReply::Done {
+        result: 0,
+        out: bytes.to_vec(),
+    }
+}
+
+fn put_int(arg: &IoctlIn, v: i32) -> IoctlReply {
+    put(arg, &v.to_ne_bytes())
+}
+
+/// An ioctl that reads an int from the caller: two rounds (fetch it, act).
+fn get_int(arg: &IoctlIn, data: &[u8], act: impl FnOnce(i32) -> Result<(), Errno>) -> IoctlReply {
+    let Some(bytes) = data.get(..4) else {
+        return IoctlReply::Retry {
+            input: vec![iov(arg.arg, 4)],
+            output: vec![],
+        };
+    };
+    match act(i32::from_ne_bytes(bytes.try_into().expect("4 bytes"))) {
+        Ok(()) => IoctlReply::Done {
+            result: 0,
+            out: vec![],
+        },
+        Err(e) => IoctlReply::Error(e),
+    }
+}
+
+impl MapNode {
+    pub fn new(engine: Arc<Engine>) -> MapNode {
+        MapNode {
+            engine,
+            files: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.files.lock().len()
+    }
+
+    /// The largest transfer the node carries: what every path allows, and what one ioctl
+    /// can carry through CUSE's retry rounds.
+    fn max_transfer(&self) -> usize {
+        self.engine.limits().max_transfer.min(MAX_ROUND_TRANSFER)
+    }
+
+    fn file(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.files.lock().get(&fh).cloned()
+    }
+
+    /// sg_allow_access() for a file that is not O_RDWR.
+    fn check_access(&self, file: &OpenFile, caller: &Caller, cdb: &[u8]) -> Result<(), Errno> {
+        if file.read_write() {
+            return Ok(());
+        }
+        let op = cdb[0];
+        if access::allowed(op, file.writable(), false) {
+            return Ok(());
+        }
+        // The caller waits in its ioctl, so its thread's status is readable now.
+        if caller_has_cap_sys_rawio(caller.pid) {
+            return Ok(());
+        }
+        Err(Errno::EPERM)
+    }
+
+    fn sg_io(&self, caller: &Caller, file: &OpenFile, arg: &IoctlIn, data: &[u8]) -> IoctlReply {
+        let abi = if arg.flags & ioctl_flags::COMPAT != 0 {
+            Abi::Compat
+        } else {
+            Abi::Native
+        };
+        let round = Round {
+            abi,
+            arg: arg.arg,
+            data,
+            out_size: arg.out_size,
+            max_transfer: self.max_transfer(),
+        };
+        let check = |cdb: &[u8]| self.check_access(file, caller, cdb);
+        let call = match plan(&round, &check) {
+            Step::Fetch { input, output } => return IoctlReply::Retry { input, output },
+            Step::Fail(e) => return IoctlReply::Error(e),
+            Step::Execute(call) => call,
+        };
+        let hdr = &call.header;
+        let direction = hdr.direction();
+        let mut buf = match direction {
+            Direction::ToDevice if !call.data_out.is_empty() => call.data_out.to_vec(),
+            Direction::FromDevice if call.data_in_to_caller => vec![0u8; call.transfer_len],
+            _ => Vec::new(),
+        };
+        let mut cmd = PathCommand {
+            cdb: call.cdb,
+            direction,
+            transfer_len: call.transfer_len,
+            data: if buf.is_empty() { None } else { Some(&mut buf) },
+            timeout_ms: hdr.timeout,
+            flags: hdr.flags,
+        };
+        let completion = match self.engine.execute(&mut cmd) {
+            Ok(c) => c,
+            Err(e) => return IoctlReply::Error(e),
+        };
+        let (out, sense_len) = output_for(hdr, &completion);
+        let mut reply = Vec::with_capacity(20 + buf.len() + sense_len);
+        reply.extend_from_slice(out.as_bytes());
+        if call.data_in_to_caller {
+            reply.extend_from_slice(&buf);
+        }
+        reply.extend_from_slice(&sense_bytes(&completion, sense_len));
+        IoctlReply::Done {
+            result: 0,
+            out: reply,
+        }
+    }
+}
+
+/// CAP_SYS_RAWIO in the effective set of thread `tid` (/proc/<tid>/status, CapEff).
+fn caller_has_cap_sys_rawio(tid: u32) -> bool {
+    const CAP_SYS_RAWIO: u32 = 17;
+    if tid == 0 {
+        // Not visible from the daemon's pid namespace: cannot tell, so refuse as sg
+        // would refuse an unprivileged caller.
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RAWIO) != 0)
+}
+
+impl CuseHandler for MapNode {
+    fn open(&self, _caller: &Caller, flags: u32) -> Result<u64, Errno> {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let file = OpenFile {
+            flags,
+            timeout_user: AtomicI32::new(abi::SG_DEFAULT_TIMEOUT_USER),
+            reserved_size: AtomicI32::new(
+                abi::SG_DEF_RESERVED_SIZE.min(self.max_transfer() as i32),
+            ),
+            cmd_q: AtomicBool::new(false),
+            keep_orphan: AtomicI32::new(0),
+            force_pack_id: AtomicBool::new(false),
+            next_cmd_len: AtomicI32::new(0),
+        };
+        self.files.lock().insert(fh, Arc::new(file));
+        Ok(fh)
+    }
+
+    fn release(&self, fh: u64) {
+        self.files.lock().remove(&fh);
+    }
+
+    // The sg asynchronous interface (write() a header, read() the completion) is not
+    // served yet: docs/sg-compat.md.
+    fn read(&self, _: &Caller, _: u64, _: u32) -> Result<Vec<u8>, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    fn write(&self, _: &Caller, _: u64, _: &[u8]) -> Result<u32, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    fn poll(&self, _: &Caller, _: &PollIn) -> Result<u32, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    fn ioctl(&self, caller: &Caller, arg: &IoctlIn, data: &[u8]) -> IoctlReply {
+        let Some(file) = self.file(arg.fh) else {
+            return IoctlReply::Error(Errno::ENXIO);
+        };
+        let compat = arg.flags & ioctl_flags::COMPAT != 0;
+        match arg.cmd {
+            SG_IO => self.sg_io(caller, &file, arg, data),
+            SG_GET_VERSION_NUM => put_int(arg, abi::SG_VERSION_NUM),
+            SG_GET_TIMEOUT => IoctlReply::Done {
+                result: file.timeout_user.load(Ordering::Relaxed),
+                out: vec![],
+            },
+            SG_SET_TIMEOUT => get_int(arg, data, |v| {
+                if v < 0 {
+                    return Err(Errno::EIO);
+                }
+                file.timeout_user
+                    .store(v.min(MAX_TIMEOUT_USER), Ordering::Relaxed);
+                Ok(())
+            }),
+            SG_GET_RESERVED_SIZE => put_int(
+                arg,
+                file.reserved_size
+                    .load(Ordering::Relaxed)
+                    .min(self.max_transfer() as i32),
+            ),
+            SG_SET_RESERVED_SIZE => get_int(arg, data, |v| {
+                if v < 0 {
+                    return Err(Errno::EINVAL);
+                }
+                file.reserved_size
+                    .store(v.min(self.max_transfer() as i32), Ordering::Relaxed);
+                Ok(())
+            }),
+            SG_GET_SG_TABLESIZE => put_int(arg, self.engine.limits().max_segments),
+            BLKSECTGET => put_int(arg, self.max_transfer() as i32),
+            SG_EMULATED_HOST => put_int(arg, 0),
+            SG_GET_SCSI_ID => {
+                let p = self.engine.limits().representative.unwrap_or_default();
+                let id = SgScsiId {
+                    host_no: p.host,
+                    channel: p.channel,
+                    scsi_id: p.target,
+                    lun: p.lun,
+                    scsi_type: p.scsi_type,
+                    h_cmd_per_lun: p.cmd_per_lun as i16,
+                    d_queue_depth: p.queue_depth as i16,
+                    unused: [0; 2],
+                };
+                put(arg, id.as_bytes())
+            }
+            SCSI_IOCTL_GET_IDLUN => {
+                let p = self.engine.limits().representative.unwrap_or_default();
+                let idlun = ScsiIdlun {
+                    dev_id: (p.target & 0xff)
+                        | (p.lun & 0xff) << 8
+                        | (p.channel & 0xff) << 16
+                        | (p.host & 0xff) << 24,
+                    host_unique_id: p.host_unique_id,
+                };
+                put(arg, idlun.as_bytes())
+            }
+            SCSI_IOCTL_GET_BUS_NUMBER => put_int(
+                arg,
+                self.engine.limits().representative.unwrap_or_default().host,
+            ),
+            SG_GET_COMMAND_Q => put_int(arg, file.cmd_q.load(Ordering::Relaxed).into()),
+            SG_SET_COMMAND_Q => get_int(arg, data, |v| {
+                file.cmd_q.store(v != 0, Ordering::Relaxed);
+                Ok(())
+            }),
+            SG_GET_KEEP_ORPHAN => put_int(arg, file.keep_orphan.load(Ordering::Relaxed)),
+            SG_SET_KEEP_ORPHAN => get_int(arg, data, |v| {
+                file.keep_orphan.store(v, Ordering::Relaxed);
+                Ok(())
+            }),
+            SG_SET_FORCE_PACK_ID => get_int(arg, data, |v| {
+                file.force_pack_id.store(v != 0, Ordering::Relaxed);
+                Ok(())
+            }),
+            SG_NEXT_CMD_LEN => get_int(arg, data, |v| {
+                if v > i32::from(abi::MAX_CDB_LEN) {
+                    return Err(Errno::ENOMEM);
+                }
+                file.next_cmd_len.store(v.max(0), Ordering::Relaxed);
+                Ok(())
+            }),
+            // No request of the asynchronous interface is ever pending (see read()).
+            SG_GET_PACK_ID => put_int(arg, -1),
+            SG_GET_NUM_WAITING => put_int(arg, 0),
+            SG_GET_REQUEST_TABLE => {
+                // SG_MAX_QUEUE entries of sg_req_info (24 bytes native, 20 compat), all empty.
+                let size = abi::SG_MAX_QUEUE * if compat { 20 } else { 24 };
+                put(arg, &vec![0u8; size])
+            }
+            SG_GET_ACCESS_COUNT => put_int(arg, 1),
+            SG_GET_LOW_DMA => put_int(arg, 0),
+            SG_SET_FORCE_LOW_DMA => get_int(arg, data, |_| Ok(())),
+            // sg's default: EPERM on a file that is not O_RDWR ("don't know so take safe
+            // approach"), else the SCSI midlayer's answer for an unknown ioctl, EINVAL.
+            _ if !file.read_write() => IoctlReply::Error(Errno::EPERM),
+            _ => IoctlReply::Error(Errno::EINVAL),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The dm-multipath map model (table and status parsing) and the DM control interface.
+//! Knows nothing about SCSI commands or CUSE.
+
+pub mod control;
+pub mod model;
+
+pub use control::{DmControl, KernelDm, MapInfo};
+pub use model::{DevT, GroupState, MultipathStatus, MultipathTable};

@@ -1,0 +1,690 @@
+//! Runs one SCSI command on a map: picks a path the way dm-multipath would, classifies the
+//! result, fails the path in device-mapper on a path error and tries the next one, and waits
+//! (queue_if_no_path) or completes with DID_TRANSPORT_DISRUPTED when none is left.
+//!
+//! The map's state is an immutable snapshot (table + status + open paths) swapped under a
+//! per-map lock that is never held across SG_IO; it is re-read from device-mapper every
+//! `refresh_interval`, after any path error, and while waiting for a path, so paths that
+//! device-mapper or multipathd reinstate are used again without a restart.
+
+use super::policy::safe_to_repeat;
+use crate::dm::{DevT, DmControl, GroupState, MultipathStatus, MultipathTable};
+use crate::errno::Errno;
+use crate::path::{PathCommand, PathInfo, PathIo};
+use crate::scsi::classify::{classify_completion, classify_errno, host, Verdict};
+use crate::sg::header::Completion;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Opens a path device: its sysfs facts and an executor. The daemon uses sysfs + sg; tests
+/// use fakes.
+pub type PathOpener = dyn Fn(DevT) -> io::Result<OpenedPath> + Send + Sync;
+
+/// A path device's sysfs facts and its executor.
+pub type OpenedPath = (PathInfo, Arc<dyn PathIo>);
+
+/// SG_IO with timeout 0 gets the block layer's default (SCSI: 30 s); the wait for a path
+/// is bounded the same way.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct PathEntry {
+    pub dev: DevT,
+    /// None when the device cannot be used (no SCSI device or sg node behind it).
+    pub opened: Option<OpenedPath>,
+    /// State in device-mapper's status when the snapshot was taken.
+    pub dm_active: bool,
+    /// Failed by this daemon since the snapshot was taken.
+    failed_here: AtomicBool,
+}
+
+impl PathEntry {
+    fn usable(&self) -> bool {
+        self.dm_active && self.opened.is_some() && !self.failed_here.load(Ordering::Relaxed)
+    }
+
+    pub fn name(&self) -> String {
+        match &self.opened {
+            Some((info, _)) => format!(
+                "{} ({}, {})",
+                self.dev,
+                info.block_name,
+                info.sg_node.display()
+            ),
+            None => self.dev.to_string(),
+        }
+    }
+}
+
+pub struct Group {
+    pub state: GroupState,
+    pub paths: Vec<Arc<PathEntry>>,
+}
+
+pub struct Snapshot {
+    pub groups: Vec<Group>,
+    /// 1-based number of the group device-mapper uses next.
+    pub next_group: usize,
+    pub queue_if_no_path: bool,
+    taken: Instant,
+}
+
+impl Snapshot {
+    /// Usable paths in the order dm-multipath would try them: the current group, then the
+    /// other groups in table (priority) order, bypassed groups last; round-robin inside a
+    /// group.
+    fn candidates(&self, rr: usize) -> Vec<Arc<PathEntry>> {
+        let n = self.groups.len();
+        let mut order: Vec<usize> = Vec::with_capacity(n);
+        if (1..=n).contains(&self.next_group)
+            && self.groups[self.next_group - 1].state != GroupState::Disabled
+        {
+            order.push(self.next_group - 1);
+        }
+        for disabled in [false, true] {
+            for (i, g) in self.groups.iter().enumerate() {
+                if (g.state == GroupState::Disabled) == disabled && !order.contains(&i) {
+                    order.push(i);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for i in order {
+            let usable: Vec<_> = self.groups[i]
+                .paths
+                .iter()
+                .filter(|p| p.usable())
+                .cloned()
+                .collect();
+            if usable.is_empty() {
+                continue;
+            }
+            let k = rr % usable.len();
+            out.extend(usable[k..].iter().cloned());
+            out.extend(usable[..k].iter().cloned());
+        }
+        out
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &Arc<PathEntry>> {
+        self.groups.iter().flat_map(|g| g.paths.iter())
+    }
+}
+
+/// What the node advertises: the most every path allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_transfer: usize,
+    pub max_segments: i32,
+    /// The first path of the table that could be opened: its SCSI address and type stand
+    /// for the map (SG_GET_SCSI_ID, SCSI_IOCTL_GET_IDLUN).
+    pub representative: Option<PathInfo>,
+}
+
+pub struct Engine {
+    map: String,
+    dm: Arc<dyn DmControl>,
+    opener: Arc<PathOpener>,
+    snapshot: Mutex<Arc<Snapshot>>,
+    refresh_lock: Mutex<()>,
+    opened: Mutex<HashMap<DevT, OpenedPath>>,
+    rr: AtomicUsize,
+    pub refresh_interval: Duration,
+    /// How often the map is re-read while a command waits for a path.
+    pub wait_poll: Duration,
+}
+
+impl Engine {
+    pub fn new(map: &str, dm: Arc<dyn DmControl>, opener: Arc<PathOpener>) -> io::Result<Engine> {
+        let engine = Engine {
+            map: map.to_string(),
+            dm,
+            opener,
+            snapshot: Mutex::new(Arc::new(Snapshot {
+                groups: vec![],
+                next_group: 0,
+                queue_if_no_path: false,
+                taken: Instant::now(),
+            })),
+            refresh_lock: Mutex::new(()),
+            opened: Mutex::new(HashMap::new()),
+            rr: AtomicUsize::new(0),
+            refresh_interval: Duration::from_secs(1),
+            wait_poll: Duration::from_millis(50),
+        };
+        engine.refresh()?;
+        Ok(engine)
+    }
+
+    pub fn map(&self) -> &str {
+        &self.map
+    }
+
+    /// Re-reads the map's table and status from device-mapper.
+    pub fn refresh(&self) -> io::Result<Arc<Snapshot>> {
+        let _serial = self.refresh_lock.lock();
+        let table: MultipathTable = self
+            .dm
+            .table(&self.map)?
+            .parse()
+            .map_err(|e| io::Error::other(format!("map {}: {e}", self.map)))?;
+        let status: MultipathStatus = self
+            .dm
+            .status(&self.map)?
+            .parse()
+            .map_err(|e| io::Error::other(format!("map {}: {e}", self.map)))?;
+        let mut groups = Vec::with_capacity(status.groups.len());
+        for g in &status.groups {
+            let mut paths = Vec::with_capacity(g.paths.len());
+            for p in &g.paths {
+                paths.push(Arc::new(PathEntry {
+                    dev: p.dev,
+                    opened: self.open_path(p.dev),
+                    dm_active: p.active,
+                    failed_here: AtomicBool::new(false),
+                }));
+            }
+            groups.push(Group {
+                state: g.state,
+                paths,
+            });
+        }
+        let snap = Arc::new(Snapshot {
+            groups,
+            next_group: status.next_group,
+            queue_if_no_path: table.queue_if_no_path(),
+            taken: Instant::now(),
+        });
+        *self.snapshot.lock() = snap.clone();
+        Ok(snap)
+    }
+
+    fn open_path(&self, dev: DevT) -> Option<OpenedPath> {
+        if let Some(p) = self.opened.lock().get(&dev) {
+            return Some(p.clone());
+        }
+        match (self.opener)(dev) {
+            Ok(p) => {
+                self.opened.lock().insert(dev, p.clone());
+                Some(p)
+            }
+            Err(e) => {
+                tracing::warn!(map = %self.map, path = %dev, "path unusable: {e}");
+                None
+            }
+        }
+    }
+
+    /// The current snapshot, re-read when older than `refresh_interval`.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        let snap = self.snapshot.lock().clone();
+        if snap.taken.elapsed() < self.refresh_interval {
+            return snap;
+        }
+        self.refresh().unwrap_or_else(|e| {
+            tracing::warn!(map = %self.map, "cannot re-read the map, using the last state: {e}");
+            snap
+        })
+    }
+
+    pub fn limits(&self) -> Limits {
+        let snap = self.snapshot();
+        let infos: Vec<&PathInfo> = snap
+            .paths()
+            .filter_map(|p| p.opened.as_ref().map(|o| &o.0))
+            .collect();
+        Limits {
+            max_transfer: infos.iter().map(|i| i.max_transfer).min().unwrap_or(0),
+            max_segments: infos.iter().map(|i| i.max_segments).min().unwrap_or(0),
+            representative: infos.first().map(|i| (*i).clone()),
+        }
+    }
+
+    fn fail_path(&self, p: &PathEntry, cdb: &[u8], reason: &str) {
+        p.failed_here.store(true, Ordering::Relaxed);
+        tracing::warn!(
+            map = %self.map,
+            path = %p.name(),
+            command = format_args!("{:#04x}", cdb.first().copied().unwrap_or(0)),
+            reason,
+            "failover: path failed, trying the next one"
+        );
+        if p.dm_active {
+            if let Err(e) = self.dm.message(&self.map, &format!("fail_path {}", p.dev)) {
+                tracing::info!(map = %self.map, path = %p.dev, "could not tell device-mapper: {e}");
+            }
+        }
+    }
+
+    /// Runs `cmd` on the map. Ok(completion) is what the caller sees (SCSI status, host
+    /// status, sense); Err is an errno for the caller's ioctl.
+    pub fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
+        let start = Instant::now();
+        let budget = match cmd.timeout_ms {
+            0 => DEFAULT_TIMEOUT,
+            ms => Duration::from_millis(ms.into()),
+        };
+        let deadline = start + budget;
+        let mut tried: Vec<DevT> = Vec::new();
+        let mut snap = self.snapshot();
+        let mut ms = |c: Completion| Completion {
+            duration_ms: start.elapsed().as_millis().min(u32::MAX as u128) as u32,
+            ..c
+        };
+        loop {
+            let mut retry_later = false;
+            for p in snap.candidates(self.rr.fetch_add(1, Ordering::Relaxed)) {
+                if tried.contains(&p.dev) {
+                    continue;
+                }
+                tried.push(p.dev);
+                let Some((info, io)) = &p.opened else {
+                    continue;
+                };
+                let result = io.execute(cmd);
+                let verdict = match &result {
+                    Ok(c) => classify_completion(c.status, c.host_status, &c.sense),
+                    Err(e) => classify_errno(*e),
+                };
+                match verdict {
+                    Verdict::Complete => return result.map(&mut ms),
+                    Verdict::CallerError(e) => return Err(e),
+                    Verdict::PathError {
+                        reason,
+                        maybe_executed,
+                    } => {
+                        self.fail_path(&p, cmd.cdb, reason);
+                        if maybe_executed && !safe_to_repeat(cmd.cdb, info.scsi_type) {
+                            tracing::warn!(
+                                map = %self.map,
+                                command = format_args!("{:#04x}", cmd.cdb[0]),
+                                "not repeating a command that may have executed; the caller gets the path's result"
+                            );
+                            return result.map(&mut ms);
+                        }
+                    }
+                    Verdict::RetryLater { reason } => {
+                        tracing::info!(map = %self.map, path = %p.name(), reason, "retrying");
+                        retry_later = true;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            // Every usable path of this snapshot was tried: look again, someone may have
+            // reinstated a path or reloaded the map.
+            snap = match self.refresh() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(map = %self.map, "cannot re-read the map: {e}");
+                    snap
+                }
+            };
+            if snap.candidates(0).iter().any(|p| !tried.contains(&p.dev)) {
+                continue;
+            }
+            if retry_later || snap.queue_if_no_path {
+                // Wait for a path (queue_if_no_path) or for the ALUA transition, bounded
+                // by the command's timeout; each path gets another chance.
+                std::thread::sleep(
+                    self.wait_poll
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                );
+                tried.clear();
+                snap = self.refresh().unwrap_or(snap);
+                continue;
+            }
+            break;
+        }
+        tracing::warn!(
+            map = %self.map,
+            command = format_args!("{:#04x}", cmd.cdb.first().copied().unwrap_or(0)),
+            "no usable path left; completing with DID_TRANSPORT_DISRUPTED"
+        );
+        // Never DID_NO_CONNECT: qemu reports that to its guest as "incorrect LUN".
+        Ok(ms(Completion {
+            host_status: host::DID_TRANSPORT_DISRUPTED,
+            ..Completion::default()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dm::MapInfo;
+    use crate::sg::header::Direction;
+
+    /// device-mapper as far as the engine sees it: one map, groups of paths, messages.
+    struct FakeDm {
+        queue: Mutex<bool>,
+        /// (group, dev, active)
+        paths: Mutex<Vec<(usize, DevT, bool)>>,
+        messages: Mutex<Vec<String>>,
+    }
+
+    impl FakeDm {
+        fn new(groups: &[&[u32]], queue: bool) -> Arc<FakeDm> {
+            let mut paths = vec![];
+            for (g, devs) in groups.iter().enumerate() {
+                for &m in *devs {
+                    paths.push((g, DevT { major: 8, minor: m }, true));
+                }
+            }
+            Arc::new(FakeDm {
+                queue: Mutex::new(queue),
+                paths: Mutex::new(paths),
+                messages: Mutex::new(vec![]),
+            })
+        }
+        fn set(&self, minor: u32, active: bool) {
+            for p in self.paths.lock().iter_mut() {
+                if p.1.minor == minor {
+                    p.2 = active;
+                }
+            }
+        }
+    }
+
+    fn ngroups(paths: &[(usize, DevT, bool)]) -> usize {
+        paths.iter().map(|p| p.0 + 1).max().unwrap_or(0)
+    }
+
+    impl DmControl for FakeDm {
+        fn multipath_maps(&self) -> io::Result<Vec<MapInfo>> {
+            Ok(vec![])
+        }
+        fn table(&self, _: &str) -> io::Result<String> {
+            let paths = self.paths.lock();
+            let mut s = if *self.queue.lock() {
+                "1 queue_if_no_path 0".to_string()
+            } else {
+                "0 0".to_string()
+            };
+            s += &format!(" {} 1", ngroups(&paths));
+            for g in 0..ngroups(&paths) {
+                let devs: Vec<_> = paths
+                    .iter()
+                    .filter(|p| p.0 == g)
+                    .map(|p| format!("{} 1", p.1))
+                    .collect();
+                s += &format!(" round-robin 0 {} 1 {}", devs.len(), devs.join(" "));
+            }
+            Ok(s)
+        }
+        fn status(&self, _: &str) -> io::Result<String> {
+            let paths = self.paths.lock();
+            let mut s = format!("2 0 0 0 {} 1", ngroups(&paths));
+            for g in 0..ngroups(&paths) {
+                let devs: Vec<_> = paths
+                    .iter()
+                    .filter(|p| p.0 == g)
+                    .map(|p| format!("{} {} 0", p.1, if p.2 { "A" } else { "F" }))
+                    .collect();
+                s += &format!(
+                    " {} 0 {} 0 {}",
+                    if g == 0 { "A" } else { "E" },
+                    devs.len(),
+                    devs.join(" ")
+                );
+            }
+            Ok(s)
+        }
+        fn message(&self, _: &str, msg: &str) -> io::Result<()> {
+            self.messages.lock().push(msg.to_string());
+            if let Some(dev) = msg.strip_prefix("fail_path ") {
+                let dev: DevT = dev.parse().unwrap();
+                self.set(dev.minor, false);
+            }
+            Ok(())
+        }
+    }
+
+    type Behaviour = Box<dyn Fn(&[u8]) -> Result<Completion, Errno> + Send + Sync>;
+
+    struct FakePath {
+        calls: AtomicUsize,
+        behaviour: Mutex<Behaviour>,
+    }
+
+    impl PathIo for FakePath {
+        fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            (self.behaviour.lock())(cmd.cdb)
+        }
+    }
+
+    fn good(_: &[u8]) -> Result<Completion, Errno> {
+        Ok(Completion::default())
+    }
+
+    struct Rig {
+        dm: Arc<FakeDm>,
+        paths: HashMap<u32, Arc<FakePath>>,
+        engine: Engine,
+    }
+
+    fn rig(groups: &[&[u32]], queue: bool) -> Rig {
+        let dm = FakeDm::new(groups, queue);
+        let mut paths = HashMap::new();
+        for devs in groups {
+            for &m in *devs {
+                paths.insert(
+                    m,
+                    Arc::new(FakePath {
+                        calls: AtomicUsize::new(0),
+                        behaviour: Mutex::new(Box::new(good)),
+                    }),
+                );
+            }
+        }
+        let table = paths.clone();
+        let opener: Arc<PathOpener> = Arc::new(move |dev: DevT| {
+            let p = table
+                .get(&dev.minor)
+                .cloned()
+                .ok_or_else(|| io::Error::other("no such path"))?;
+            let info = PathInfo {
+                block_name: format!("sd{}", dev.minor),
+                max_transfer: 512 * 1024 + dev.minor as usize,
+                max_segments: 128 + dev.minor as i32,
+                ..Default::default()
+            };
+            Ok((info, p as Arc<dyn PathIo>))
+        });
+        let mut engine = Engine::new("mpatha", dm.clone(), opener).unwrap();
+        engine.wait_poll = Duration::from_millis(5);
+        Rig { dm, paths, engine }
+    }
+
+    impl Rig {
+        fn behave(
+            &self,
+            minor: u32,
+            f: impl Fn(&[u8]) -> Result<Completion, Errno> + Send + Sync + 'static,
+        ) {
+            *self.paths[&minor].behaviour.lock() = Box::new(f);
+        }
+        fn calls(&self, minor: u32) -> usize {
+            self.paths[&minor].calls.load(Ordering::Relaxed)
+        }
+        fn run(&self, cdb: &[u8], timeout_ms: u32) -> Result<Completion, Errno> {
+            let mut cmd = PathCommand {
+                cdb,
+                direction: Direction::None,
+                transfer_len: 0,
+                data: None,
+                timeout_ms,
+                flags: 0,
+            };
+            self.engine.execute(&mut cmd)
+        }
+    }
+
+    const TUR: [u8; 6] = [0; 6];
+    const PR_OUT: [u8; 10] = [0x5f, 0, 0, 0, 0, 0, 0, 0, 0x18, 0];
+
+    fn host_status(h: u16) -> Result<Completion, Errno> {
+        Ok(Completion {
+            host_status: h,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn uses_the_first_group_and_round_robins_inside_it() {
+        let r = rig(&[&[0, 16], &[32]], false);
+        for _ in 0..4 {
+            r.run(&TUR, 1000).unwrap();
+        }
+        assert_eq!((r.calls(0), r.calls(16), r.calls(32)), (2, 2, 0));
+    }
+
+    #[test]
+    fn path_error_fails_the_path_in_dm_and_retries_on_the_next() {
+        let r = rig(&[&[0], &[16]], false);
+        r.behave(0, |_| Err(Errno::ENXIO));
+        let c = r.run(&TUR, 1000).unwrap();
+        assert_eq!(c.host_status, 0);
+        assert_eq!(r.dm.messages.lock().as_slice(), ["fail_path 8:0"]);
+        assert_eq!((r.calls(0), r.calls(16)), (1, 1));
+        // the failed path is skipped from now on
+        r.run(&TUR, 1000).unwrap();
+        assert_eq!((r.calls(0), r.calls(16)), (1, 2));
+    }
+
+    #[test]
+    fn target_errors_are_returned_untouched_without_failover() {
+        let r = rig(&[&[0], &[16]], false);
+        let ua = vec![
+            0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0, 0, 0, 0, 0,
+        ];
+        let sense = ua.clone();
+        r.behave(0, move |_| {
+            Ok(Completion {
+                status: 2,
+                driver_status: 8,
+                sense: sense.clone(),
+                ..Default::default()
+            })
+        });
+        let c = r.run(&TUR, 1000).unwrap();
+        assert_eq!((c.status, c.sense.clone()), (2, ua));
+        r.behave(0, |_| {
+            Ok(Completion {
+                status: 0x18,
+                ..Default::default()
+            })
+        });
+        assert_eq!(
+            r.run(&TUR, 1000).unwrap().status,
+            0x18,
+            "reservation conflict"
+        );
+        assert_eq!(r.calls(16), 0);
+        assert!(r.dm.messages.lock().is_empty());
+    }
+
+    #[test]
+    fn caller_errors_are_not_retried() {
+        let r = rig(&[&[0, 16]], false);
+        r.behave(0, |_| Err(Errno::EINVAL));
+        r.behave(16, |_| Err(Errno::EINVAL));
+        assert_eq!(r.run(&TUR, 1000), Err(Errno::EINVAL));
+        assert_eq!(r.calls(0) + r.calls(16), 1);
+        assert!(r.dm.messages.lock().is_empty());
+    }
+
+    #[test]
+    fn maybe_executed_unsafe_command_is_not_repeated() {
+        let r = rig(&[&[0], &[16]], false);
+        r.behave(0, |_| host_status(host::DID_TIME_OUT));
+        let c = r.run(&PR_OUT, 1000).unwrap();
+        assert_eq!(c.host_status, host::DID_TIME_OUT);
+        assert_eq!(r.calls(16), 0);
+        assert_eq!(r.dm.messages.lock().as_slice(), ["fail_path 8:0"]);
+    }
+
+    #[test]
+    fn unsafe_command_not_delivered_is_retried() {
+        let r = rig(&[&[0], &[16]], false);
+        r.behave(0, |_| host_status(host::DID_NO_CONNECT));
+        assert_eq!(r.run(&PR_OUT, 1000).unwrap().host_status, 0);
+        assert_eq!(r.calls(16), 1);
+    }
+
+    #[test]
+    fn all_paths_down_without_queueing_is_transport_disrupted_at_once() {
+        let r = rig(&[&[0, 16]], false);
+        r.behave(0, |_| Err(Errno::ENXIO));
+        r.behave(16, |_| host_status(host::DID_NO_CONNECT));
+        let t = Instant::now();
+        let c = r.run(&TUR, 10_000).unwrap();
+        assert_eq!(c.host_status, host::DID_TRANSPORT_DISRUPTED);
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn queue_if_no_path_waits_until_the_timeout() {
+        let r = rig(&[&[0]], true);
+        r.behave(0, |_| Err(Errno::ENXIO));
+        let t = Instant::now();
+        let c = r.run(&TUR, 300).unwrap();
+        assert_eq!(c.host_status, host::DID_TRANSPORT_DISRUPTED);
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        assert!(c.duration_ms >= 300);
+    }
+
+    #[test]
+    fn queue_if_no_path_uses_a_reinstated_path_at_once() {
+        let r = Arc::new(rig(&[&[0]], true));
+        r.behave(0, |_| Err(Errno::ENXIO));
+        let r2 = r.clone();
+        let helper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            r2.behave(0, good);
+            r2.dm.set(0, true); // reinstate_path
+        });
+        let t = Instant::now();
+        let c = r.run(&TUR, 10_000).unwrap();
+        helper.join().unwrap();
+        assert_eq!(c.host_status, 0);
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn alua_transitioning_retries_without_failing_the_path() {
+        let r = rig(&[&[0]], false);
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        r.behave(0, move |_| {
+            if n2.fetch_add(1, Ordering::Relaxed) < 2 {
+                let s = vec![
+                    0x70, 0, 0x02, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x04, 0x0a, 0, 0, 0, 0,
+                ];
+                Ok(Completion {
+                    status: 2,
+                    sense: s,
+                    ..Default::default()
+                })
+            } else {
+                good(&[])
+            }
+        });
+        assert_eq!(r.run(&TUR, 5_000).unwrap().status, 0);
+        assert_eq!(r.calls(0), 3);
+        assert!(r.dm.messages.lock().is_empty());
+    }
+
+    #[test]
+    fn limits_are_the_minimum_over_paths() {
+        let r = rig(&[&[3, 1], &[2]], false);
+        let l = r.engine.limits();
+        assert_eq!((l.max_transfer, l.max_segments), (512 * 1024 + 1, 129));
+        assert_eq!(l.representative.unwrap().block_name, "sd3");
+    }
+}

@@ -1,0 +1,7 @@
+//! The failover engine: path choice, result classification applied, fail_path,
+//! retry policy, queue_if_no_path.
+
+pub mod engine;
+pub mod policy;
+
+pub use engine::{Engine, Limits, PathOpener};

@@ -1,0 +1,482 @@
+//! The unrestricted-ioctl retry rounds for SG_IO, as a pure function of one round.
+//!
+//! The kernel copies only the caller memory the daemon names, a round at a time (see
+//! cuse-protocol.md). The plan is recomputed from each round's bytes alone, so the daemon
+//! keeps no state between rounds, and every address it names comes from the caller's own
+//! header (or iovec list, itself named by the header):
+//!
+//! | round | kernel sends (in) | daemon answers |
+//! |---|---|---|
+//! | 1 | nothing | fetch the header |
+//! | 2 | header | (header checks) fetch header + CDB |
+//! | 3 | header, CDB | (permission, transfer checks) fetch the iovec list if any, else the full plan |
+//! | 3b | header, CDB, iovec list | fetch the full plan |
+//! | last | header, CDB, [iovecs], data-out; out-iovecs named | execute |
+//!
+//! The CDB is fetched before any data so that a forbidden command gets EPERM even when its
+//! data pointer is bad, as on sg. The last round is the one with out-iovecs (out_size > 0).
+
+use super::header::{Abi, Direction, SgIoHeader};
+use crate::cuse::abi::{IoctlIovec, FUSE_IOCTL_MAX_BYTES, FUSE_IOCTL_MAX_IOV};
+use crate::errno::Errno;
+use zerocopy::FromBytes;
+
+/// Largest data transfer one SG_IO can carry through the retry rounds, with the 88-byte
+/// header, a 16-byte CDB and a 96-byte sense buffer counted in.
+pub const MAX_ROUND_TRANSFER: usize = FUSE_IOCTL_MAX_BYTES - 4096;
+
+/// Errno for a transfer larger than the node can carry: what sg gives for a request it
+/// cannot map (blk_rq_map_user* fails the bio with -EINVAL).
+pub const TOO_LARGE: Errno = Errno::EINVAL;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'a> {
+    Fetch {
+        input: Vec<IoctlIovec>,
+        output: Vec<IoctlIovec>,
+    },
+    Execute(Call<'a>),
+    Fail(Errno),
+}
+
+/// An SG_IO ready to run: everything borrowed from the last round's bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Call<'a> {
+    pub header: SgIoHeader,
+    pub cdb: &'a [u8],
+    /// Data to send (ToDevice with a caller buffer); empty otherwise.
+    pub data_out: &'a [u8],
+    /// Bytes moved to or from the device (sg: dxfer_len, or the iovec total when smaller).
+    pub transfer_len: usize,
+    /// Whether data-in goes back to the caller (the out-iovecs include it).
+    pub data_in_to_caller: bool,
+}
+
+/// One SG_IO ioctl round.
+pub struct Round<'a> {
+    pub abi: Abi,
+    /// The caller's `arg`: its sg_io_hdr.
+    pub arg: u64,
+    /// The in-iovecs' contents, concatenated.
+    pub data: &'a [u8],
+    /// Total size of this round's out-iovecs (0 until the daemon named some).
+    pub out_size: u32,
+    /// The largest transfer the node advertises (<= MAX_ROUND_TRANSFER).
+    pub max_transfer: usize,
+}
+
+/// The per-opcode permission check sg makes after copying the CDB (see `sg::access`).
+pub type CdbCheck<'c> = &'c dyn Fn(&[u8]) -> Result<(), Errno>;
+
+pub fn plan<'a>(round: &Round<'a>, check_cdb: CdbCheck<'_>) -> Step<'a> {
+    match plan_inner(round, check_cdb) {
+        Ok(step) => step,
+        Err(e) => Step::Fail(e),
+    }
+}
+
+fn iov(base: u64, len: usize) -> IoctlIovec {
+    IoctlIovec {
+        base,
+        len: len as u64,
+    }
+}
+
+fn plan_inner<'a>(r: &Round<'a>, check_cdb: CdbCheck<'_>) -> Result<Step<'a>, Errno> {
+    let h_len = r.abi.header_len();
+    let data = r.data;
+    if data.is_empty() && r.out_size == 0 {
+        return Ok(Step::Fetch {
+            input: vec![iov(r.arg, h_len)],
+            output: vec![],
+        });
+    }
+    let hdr = SgIoHeader::decode(r.abi, data).ok_or(Errno::EINVAL)?;
+    hdr.validate()?;
+    let cdb_end = h_len + usize::from(hdr.cmd_len);
+    let head = vec![iov(r.arg, h_len), iov(hdr.cmdp, hdr.cmd_len.into())];
+    if data.len() == h_len && r.out_size == 0 {
+        return Ok(Step::Fetch {
+            input: head,
+            output: vec![],
+        });
+    }
+    if data.len() < cdb_end {
+        // The caller changed its header between rounds.
+        return Err(Errno::EINVAL);
+    }
+    let cdb = &data[h_len..cdb_end];
+    check_cdb(cdb)?;
+    hdr.validate_transfer()?;
+    // sg maps no data (and so reads no iovec list) when nothing is transferred.
+    let dir = hdr.direction();
+    let list_count = if dir == Direction::None {
+        0
+    } else {
+        hdr.iovec_count
+    };
+    let iov_bytes = usize::from(list_count) * r.abi.iovec_len();
+    if list_count > 0 && data.len() == cdb_end && r.out_size == 0 {
+        let mut input = head;
+        input.push(iov(hdr.dxferp, iov_bytes));
+        return Ok(Step::Fetch {
+            input,
+            output: vec![],
+        });
+    }
+    let list_end = cdb_end + iov_bytes;
+    if data.len() < list_end {
+        return Err(Errno::EINVAL);
+    }
+    let segments = if dir == Direction::None {
+        vec![]
+    } else {
+        data_segments(r.abi, &hdr, &data[cdb_end..list_end])?
+    };
+    let transfer_len: usize = segments.iter().map(|s| s.len as usize).sum();
+    if dir != Direction::None && transfer_len > r.max_transfer {
+        tracing::info!(
+            "SG_IO of {transfer_len} bytes refused: the node carries at most {} bytes per command",
+            r.max_transfer
+        );
+        return Err(TOO_LARGE);
+    }
+    let to_caller = hdr.caller_buffer();
+    let mut input = head;
+    if list_count > 0 {
+        input.push(iov(hdr.dxferp, iov_bytes));
+    }
+    if dir == Direction::ToDevice && to_caller {
+        input.extend_from_slice(&segments);
+    }
+    let mut output = vec![iov(r.arg + r.abi.output_offset(), 20)];
+    let data_in_to_caller = dir == Direction::FromDevice && to_caller;
+    if data_in_to_caller {
+        output.extend_from_slice(&segments);
+    }
+    let sense = hdr.sense_capacity();
+    if sense > 0 {
+        output.push(iov(hdr.sbp, sense));
+    }
+    if input.len() + output.len() > FUSE_IOCTL_MAX_IOV {
+        tracing::info!(
+            "SG_IO with {} iovec elements refused: CUSE carries at most {} regions per ioctl",
+            hdr.iovec_count,
+            FUSE_IOCTL_MAX_IOV - 4
+        );
+        return Err(TOO_LARGE);
+    }
+    let in_total: u64 = input.iter().map(|v| v.len).sum();
+    let out_total: u64 = output.iter().map(|v| v.len).sum();
+    debug_assert!(
+        in_total as usize <= FUSE_IOCTL_MAX_BYTES && out_total as usize <= FUSE_IOCTL_MAX_BYTES
+    );
+    if r.out_size == 0 {
+        return Ok(Step::Fetch { input, output });
+    }
+    // The last round: it must carry exactly what the plan names, or the caller changed
+    // its header or iovec list under us.
+    if data.len() as u64 != in_total || u64::from(r.out_size) != out_total {
+        return Err(Errno::EINVAL);
+    }
+    let data_out = if dir == Direction::ToDevice && to_caller {
+        &data[list_end..]
+    } else {
+        &[][..]
+    };
+    Ok(Step::Execute(Call {
+        header: hdr,
+        cdb,
+        data_out,
+        transfer_len: if dir == Direction::None {
+            0
+        } else {
+            transfer_len
+        },
+        data_in_to_caller,
+    }))
+}
+
+/// The caller's data regions: dxferp/dxfer_len, or the iovec list truncated to dxfer_len
+/// (sg: import_iovec + iov_iter_truncate; an empty result is EINVAL).
+fn data_segments(abi: Abi, hdr: &SgIoHeader, list: &[u8]) -> Result<Vec<IoctlIovec>, Errno> {
+    let want = hdr.dxfer_len as u64;
+    if hdr.iovec_count == 0 {
+        return Ok(if want > 0 && hdr.caller_buffer() {
+            vec![iov(hdr.dxferp, want as usize)]
+        } else if want > 0 {
+            // No caller buffer: data moves to/from the device only; the length still counts.
+            vec![IoctlIovec { base: 0, len: want }]
+        } else {
+            vec![]
+        });
+    }
+    let mut segs = Vec::with_capacity(hdr.iovec_count.into());
+    let mut left = want;
+    for i in 0..usize::from(hdr.iovec_count) {
+        let (base, len) = match abi {
+            Abi::Native => {
+                let v = super::abi::SgIovec64::read_from_prefix(&list[i * 16..])
+                    .map_err(|_| Errno::EINVAL)?
+                    .0;
+                (v.base, v.len)
+            }
+            Abi::Compat => {
+                let v = super::abi::SgIovec32::read_from_prefix(&list[i * 8..])
+                    .map_err(|_| Errno::EINVAL)?
+                    .0;
+                (u64::from(v.base), u64::from(v.len))
+            }
+        };
+        // import_iovec: a length that is negative as ssize_t is EINVAL.
+        if len > isize::MAX as u64 {
+            return Err(Errno::EINVAL);
+        }
+        let take = len.min(left);
+        if take > 0 {
+            segs.push(IoctlIovec { base, len: take });
+            left -= take;
+        }
+    }
+    if segs.is_empty() && want > 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(segs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sg::abi::*;
+    use zerocopy::IntoBytes;
+
+    const ARG: u64 = 0x7000_0000;
+    const CDB: u64 = 0x7100_0000;
+    const BUF: u64 = 0x7200_0000;
+    const SENSE: u64 = 0x7300_0000;
+
+    fn hdr(dir: i32, len: u32) -> SgIoHdr64 {
+        SgIoHdr64 {
+            interface_id: INTERFACE_ID_V3,
+            dxfer_direction: dir,
+            cmd_len: 10,
+            mx_sb_len: 32,
+            dxfer_len: len,
+            dxferp: BUF,
+            cmdp: CDB,
+            sbp: SENSE,
+            timeout: 1000,
+            ..Default::default()
+        }
+    }
+
+    fn round<'a>(data: &'a [u8], out_size: u32) -> Round<'a> {
+        Round {
+            abi: Abi::Native,
+            arg: ARG,
+            data,
+            out_size,
+            max_transfer: MAX_ROUND_TRANSFER,
+        }
+    }
+
+    fn allow(_: &[u8]) -> Result<(), Errno> {
+        Ok(())
+    }
+
+    fn fetch(step: Step<'_>) -> (Vec<IoctlIovec>, Vec<IoctlIovec>) {
+        match step {
+            Step::Fetch { input, output } => (input, output),
+            other => panic!("expected a fetch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn read_in_four_rounds() {
+        let h = hdr(SG_DXFER_FROM_DEV, 4096);
+        // 1: nothing yet
+        let (i, o) = fetch(plan(&round(&[], 0), &allow));
+        assert_eq!((i, o), (vec![iov(ARG, 88)], vec![]));
+        // 2: the header
+        let (i, o) = fetch(plan(&round(h.as_bytes(), 0), &allow));
+        assert_eq!((i, o), (vec![iov(ARG, 88), iov(CDB, 10)], vec![]));
+        // 3: header + CDB -> the full plan
+        let mut data = h.as_bytes().to_vec();
+        data.extend_from_slice(&[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0]);
+        let (i, o) = fetch(plan(&round(&data, 0), &allow));
+        assert_eq!(i, vec![iov(ARG, 88), iov(CDB, 10)]);
+        assert_eq!(o, vec![iov(ARG + 64, 20), iov(BUF, 4096), iov(SENSE, 32)]);
+        // 4: execute
+        let out_size = 20 + 4096 + 32;
+        match plan(&round(&data, out_size), &allow) {
+            Step::Execute(c) => {
+                assert_eq!(c.cdb[0], 0x28);
+                assert_eq!(c.transfer_len, 4096);
+                assert!(c.data_in_to_caller);
+                assert!(c.data_out.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn write_fetches_data_out_with_the_plan() {
+        let h = hdr(SG_DXFER_TO_DEV, 512);
+        let mut data = h.as_bytes().to_vec();
+        data.extend_from_slice(&[0x2a; 10]);
+        let (i, o) = fetch(plan(&round(&data, 0), &allow));
+        assert_eq!(i, vec![iov(ARG, 88), iov(CDB, 10), iov(BUF, 512)]);
+        assert_eq!(o, vec![iov(ARG + 64, 20), iov(SENSE, 32)]);
+        data.extend_from_slice(&[0xab; 512]);
+        match plan(&round(&data, 52), &allow) {
+            Step::Execute(c) => assert_eq!(c.data_out, &[0xab; 512][..]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn iovec_list_takes_an_extra_round_and_is_truncated_to_dxfer_len() {
+        let mut h = hdr(SG_DXFER_FROM_DEV, 6000);
+        h.iovec_count = 3;
+        let mut data = h.as_bytes().to_vec();
+        data.extend_from_slice(&[0x28; 10]);
+        let (i, _) = fetch(plan(&round(&data, 0), &allow));
+        assert_eq!(i, vec![iov(ARG, 88), iov(CDB, 10), iov(BUF, 48)]);
+        for (b, l) in [(0x1000u64, 4096u64), (0x9000, 4096), (0x20000, 4096)] {
+            data.extend_from_slice(SgIovec64 { base: b, len: l }.as_bytes());
+        }
+        let (i, o) = fetch(plan(&round(&data, 0), &allow));
+        assert_eq!(i.len(), 3);
+        assert_eq!(&o[1..3], &[iov(0x1000, 4096), iov(0x9000, 1904)]);
+    }
+
+    #[test]
+    fn compat_layout_uses_32bit_offsets() {
+        let h = SgIoHdr32 {
+            interface_id: INTERFACE_ID_V3,
+            dxfer_direction: SG_DXFER_NONE,
+            cmd_len: 6,
+            cmdp: 0x100,
+            ..Default::default()
+        };
+        let mut data = h.as_bytes().to_vec();
+        data.extend_from_slice(&[0; 6]);
+        let r = Round {
+            abi: Abi::Compat,
+            arg: 0x8000,
+            data: &data,
+            out_size: 0,
+            max_transfer: MAX_ROUND_TRANSFER,
+        };
+        let (i, o) = fetch(plan(&r, &allow));
+        assert_eq!(i, vec![iov(0x8000, 64), iov(0x100, 6)]);
+        assert_eq!(o, vec![iov(0x8000 + 44, 20)]);
+    }
+
+    #[test]
+    fn errors_in_sg_order() {
+        let mut v4 = hdr(SG_DXFER_NONE, 0);
+        v4.interface_id = b'Q' as i32;
+        assert_eq!(
+            plan(&round(v4.as_bytes(), 0), &allow),
+            Step::Fail(Errno::ENOSYS)
+        );
+        let mut short = hdr(SG_DXFER_NONE, 0);
+        short.cmd_len = 5;
+        assert_eq!(
+            plan(&round(short.as_bytes(), 0), &allow),
+            Step::Fail(Errno::EMSGSIZE)
+        );
+        // EPERM comes before the transfer checks
+        let mut big = hdr(SG_DXFER_FROM_DEV, 256 << 20);
+        let mut data = big.as_bytes().to_vec();
+        data.extend_from_slice(&[0x2a; 10]);
+        let deny = |_: &[u8]| Err(Errno::EPERM);
+        assert_eq!(plan(&round(&data, 0), &deny), Step::Fail(Errno::EPERM));
+        assert_eq!(plan(&round(&data, 0), &allow), Step::Fail(Errno::EINVAL));
+        big.dxfer_len = 1 << 20;
+        let mut data = big.as_bytes().to_vec();
+        data.extend_from_slice(&[0x28; 10]);
+        assert_eq!(plan(&round(&data, 0), &allow), Step::Fail(TOO_LARGE));
+    }
+
+    #[test]
+    fn null_dxferp_moves_data_but_not_to_the_caller() {
+        let mut h = hdr(SG_DXFER_FROM_DEV, 512);
+        h.dxferp = 0;
+        let mut data = h.as_bytes().to_vec();
+        data.extend_from_slice(&[0x28; 10]);
+        let (_, o) = fetch(plan(&round(&data, 0), &allow));
+        assert_eq!(o, vec![iov(ARG + 64, 20), iov(SENSE, 32)]);
+        match plan(&round(&data, 52), &allow) {
+            Step::Execute(c) => assert_eq!((c.transfer_len, c.data_in_to_caller), (512, false)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_header_changed_between_rounds_is_einval() {
+        let h = hdr(SG_DXFER_FROM_DEV, 4096);
+        let mut data = h.as_bytes().to_vec();
+        data.extend_from_slice(&[0x28; 10]);
+        // last round, but the out size does not match the plan any more
+        assert_eq!(plan(&round(&data, 20), &allow), Step::Fail(Errno::EINVAL));
+        assert_eq!(
+            plan(&round(&data[..90], 0), &allow),
+            Step::Fail(Errno::EINVAL)
+        );
+    }
+
+    #[test]
+    fn zero_length_iovec_list_is_einval() {
+        let mut h = hdr(SG_DXFER_FROM_DEV, 512);
+        h.iovec_count = 1;
+        let mut data = h.as_bytes().to_vec();
+        data.extend_from_slice(&[0x28; 10]);
+        data.extend_from_slice(
+            SgIovec64 {
+                base: 0x1000,
+                len: 0,
+            }
+            .as_bytes(),
+        );
+        assert_eq!(plan(&round(&data, 0), &allow), Step::Fail(Errno::EINVAL));
+    }
+
+    #[test]
+    fn every_fetched_address_comes_from_the_callers_header_or_list() {
+        // Fuzz-ish: random headers never make the planner name addresses the caller did
+        // not give, and never panic.
+        let mut seed = 0x1234_5678_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20000 {
+            let mut raw = [0u8; 88 + 16 + 64];
+            for b in raw.iter_mut() {
+                *b = next() as u8;
+            }
+            raw[0..4].copy_from_slice(&INTERFACE_ID_V3.to_ne_bytes());
+            raw[8] = 6 + (raw[8] % 12);
+            raw[10] %= 5;
+            raw[11] = 0;
+            let h = SgIoHeader::decode(Abi::Native, &raw).unwrap();
+            let cut = (next() as usize) % raw.len();
+            for out_size in [0, next() as u32 % 300] {
+                if let Step::Fetch { input, output } = plan(&round(&raw[..cut], out_size), &allow) {
+                    for v in input.iter().chain(output.iter()) {
+                        let known = [ARG, ARG + 64, h.cmdp, h.dxferp, h.sbp, 0];
+                        let from_list = raw[88 + usize::from(h.cmd_len)..].chunks(16).any(|c| {
+                            c.len() == 16
+                                && u64::from_ne_bytes(c[..8].try_into().unwrap()) == v.base
+                        });
+                        assert!(known.contains(&v.base) || from_list, "{v:?}");
+                    }
+                }
+            }
+        }
+    }
+}
