@@ -6,15 +6,25 @@ CARGO ?= cargo
 PREFIX ?= /usr/local
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build lint unit lab test demo clean
+.PHONY: all deps build clients lint unit lab test demo clean
 
 all: build
 
 deps:
 	@tests/vm/install-deps
 
-build:
+build: clients
 	$(CARGO) build --release --locked --all-targets
+
+# Test clients for the lab: the sg ABI prober, native and 32-bit (compat ioctls).
+CLIENTS := target/clients/sgio_probe target/clients/sgio_probe32
+clients: $(CLIENTS)
+target/clients/sgio_probe: tests/vm/clients/sgio_probe.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Werror -o $@ $<
+target/clients/sgio_probe32: tests/vm/clients/sgio_probe.c
+	@mkdir -p $(@D)
+	$(CC) -m32 -O2 -Wall -Werror -o $@ $<
 
 lint:
 	$(CARGO) fmt --check

@@ -83,7 +83,15 @@ pub fn ioctl(sink: &dyn ReplySink, unique: u64, reply: &IoctlReply) -> io::Resul
                 &[arg.as_bytes(), input.as_bytes(), output.as_bytes()],
             )
         }
-        IoctlReply::Error(e) => error(sink, unique, *e),
+        // As the ioctl's (negative) result, which reaches the caller unchanged, except
+        // ENOSYS: fuse_send_ioctl() turns that into ENOTTY in either place.
+        IoctlReply::Error(e) => {
+            let arg = IoctlOut {
+                result: -e.get(),
+                ..Default::default()
+            };
+            ok(sink, unique, &[arg.as_bytes()])
+        }
     }
 }
 
@@ -139,6 +147,23 @@ mod tests {
         assert_eq!(
             i32::from_ne_bytes(got[4..8].try_into().unwrap()),
             -libc::EINVAL
+        );
+    }
+
+    #[test]
+    fn ioctl_errors_travel_as_negative_results() {
+        let sink = VecSink::default();
+        ioctl(&sink, 3, &IoctlReply::Error(Errno::ENOSYS)).unwrap();
+        let got = sink.0.lock().pop().unwrap();
+        assert_eq!(got.len(), 32);
+        assert_eq!(
+            i32::from_ne_bytes(got[4..8].try_into().unwrap()),
+            0,
+            "header error 0"
+        );
+        assert_eq!(
+            i32::from_ne_bytes(got[16..20].try_into().unwrap()),
+            -libc::ENOSYS
         );
     }
 

@@ -9,7 +9,7 @@ use crate::failover::Engine;
 use crate::path::PathCommand;
 use crate::sg::abi::{self, ioctl::*, ScsiIdlun, SgScsiId};
 use crate::sg::access;
-use crate::sg::header::{output_for, sense_bytes, Abi, Direction};
+use crate::sg::header::{output_for, sense_bytes, transferred, Abi, Direction};
 use crate::sg::plan::{plan, Round, Step, MAX_ROUND_TRANSFER};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -140,9 +140,18 @@ impl MapNode {
             out_size: arg.out_size,
             max_transfer: self.max_transfer(),
         };
+        // sg_new_write() turns command queuing on for the file once it sees a v3 header.
+        if data.len() >= abi.header_len() {
+            file.cmd_q.store(true, Ordering::Relaxed);
+        }
         let check = |cdb: &[u8]| self.check_access(file, caller, cdb);
         let call = match plan(&round, &check) {
             Step::Fetch { input, output } => return IoctlReply::Retry { input, output },
+            // CUSE cannot deliver ENOSYS from an ioctl: fuse_send_ioctl() turns it into
+            // ENOTTY, on which udev's scsi_id gives up instead of falling back from a v4
+            // to a v3 header. EINVAL is what SG_IO on a block device answers, and what
+            // scsi_id and sg3_utils treat the same as ENOSYS (docs/sg-compat.md).
+            Step::Fail(e) if e == Errno::ENOSYS => return IoctlReply::Error(Errno::EINVAL),
             Step::Fail(e) => return IoctlReply::Error(e),
             Step::Execute(call) => call,
         };
@@ -166,12 +175,17 @@ impl MapNode {
             Err(e) => return IoctlReply::Error(e),
         };
         let (out, sense_len) = output_for(hdr, &completion);
-        let mut reply = Vec::with_capacity(20 + buf.len() + sense_len);
+        let mut reply = Vec::with_capacity(20 + call.sense_in.len() + buf.len());
         reply.extend_from_slice(out.as_bytes());
-        if call.data_in_to_caller {
-            reply.extend_from_slice(&buf);
-        }
+        // The sense the LU returned, then the caller's own bytes: sg writes sb_len_wr bytes
+        // and leaves the rest of the buffer alone.
         reply.extend_from_slice(&sense_bytes(&completion, sense_len));
+        reply.extend_from_slice(&call.sense_in[sense_len.min(call.sense_in.len())..]);
+        if call.data_in_to_caller {
+            // Only what the device transferred (docs/sg-compat.md): sg copies its whole
+            // bounce buffer back, stale bytes included; the node leaves the caller's tail.
+            reply.extend_from_slice(&buf[..transferred(buf.len(), completion.resid)]);
+        }
         IoctlReply::Done {
             result: 0,
             out: reply,

@@ -169,14 +169,14 @@ pub struct Completion {
 /// min(8 + additional length, mx_sb_len, 96) bytes; SG_INFO_CHECK when any status is set.
 pub fn output_for(hdr: &SgIoHeader, c: &Completion) -> (SgIoOutput, usize) {
     let masked_status = (c.status >> 1) & 0x7f;
-    let mut driver_status = c.driver_status;
-    // The path's sg already set DRIVER_SENSE when it had sense; keep it.
-    if !c.sense.is_empty() && c.sense[0] & 0x70 == 0x70 {
-        driver_status |= DRIVER_SENSE;
-    }
+    // sg sets DRIVER_SENSE when, and only when, it copies sense to the caller; the path's
+    // own sg set it for the daemon's sense buffer, which says nothing about the caller's.
+    let mut driver_status = c.driver_status & !DRIVER_SENSE;
+    let sense_valid = c.sense.first().is_some_and(|b| b & 0x70 == 0x70);
     let mut sb_len_wr = 0usize;
     let cap = hdr.sense_capacity();
-    if cap > 0 && (masked_status & 0x01 != 0 || driver_status & DRIVER_SENSE != 0) {
+    if cap > 0 && (masked_status & 0x01 != 0 || sense_valid) {
+        driver_status |= DRIVER_SENSE;
         // CHECK_CONDITION (0x01 in masked status terms) or DRIVER_SENSE
         let additional = c.sense.get(7).copied().unwrap_or(0) as usize;
         // sg copies from its zero-filled 96-byte sense buffer, whatever the LU returned:
@@ -206,6 +206,11 @@ pub fn sense_bytes(c: &Completion, len: usize) -> Vec<u8> {
     let n = len.min(c.sense.len());
     v[..n].copy_from_slice(&c.sense[..n]);
     v
+}
+
+/// The bytes of data-in the device really transferred: dxfer_len less the residual.
+pub fn transferred(transfer_len: usize, resid: i32) -> usize {
+    transfer_len.saturating_sub(resid.max(0) as usize)
 }
 
 #[cfg(test)]
@@ -397,9 +402,10 @@ mod tests {
         let (out, n) = output_for(&hdr, &c);
         assert_eq!((n, out.sb_len_wr), (0, 0));
         assert_eq!(
-            out.driver_status, DRIVER_SENSE,
-            "DRIVER_SENSE reported even without a buffer"
+            out.driver_status, 0,
+            "no DRIVER_SENSE when no sense was copied, as sg"
         );
+        assert_eq!(out.info, SG_INFO_CHECK);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | 2 | header | (header checks) fetch header + CDB |
 //! | 3 | header, CDB | (permission, transfer checks) fetch the iovec list if any, else the full plan |
 //! | 3b | header, CDB, iovec list | fetch the full plan |
-//! | last | header, CDB, [iovecs], data-out; out-iovecs named | execute |
+//! | last | header, CDB, [iovecs], data-out, sense buffer; out-iovecs named | execute |
 //!
 //! The CDB is fetched before any data so that a forbidden command gets EPERM even when its
 //! data pointer is bad, as on sg. The last round is the one with out-iovecs (out_size > 0).
@@ -46,6 +46,8 @@ pub struct Call<'a> {
     pub cdb: &'a [u8],
     /// Data to send (ToDevice with a caller buffer); empty otherwise.
     pub data_out: &'a [u8],
+    /// The caller's sense buffer as it was (min(mx_sb_len, 96) bytes, none without sbp).
+    pub sense_in: &'a [u8],
     /// Bytes moved to or from the device (sg: dxfer_len, or the iovec total when smaller).
     pub transfer_len: usize,
     /// Whether data-in goes back to the caller (the out-iovecs include it).
@@ -142,35 +144,43 @@ fn plan_inner<'a>(r: &Round<'a>, check_cdb: CdbCheck<'_>) -> Result<Step<'a>, Er
         return Err(TOO_LARGE);
     }
     let to_caller = hdr.caller_buffer();
+    let sense = hdr.sense_capacity();
     let mut input = head;
     if list_count > 0 {
         input.push(iov(hdr.dxferp, iov_bytes));
     }
-    if dir == Direction::ToDevice && to_caller {
+    let data_out_to_device = dir == Direction::ToDevice && to_caller;
+    if data_out_to_device {
         input.extend_from_slice(&segments);
     }
+    // The sense buffer is read too, so that bytes past what sg writes go back unchanged.
+    if sense > 0 {
+        input.push(iov(hdr.sbp, sense));
+    }
+    // Sense before data-in: the reply may then stop after the bytes the device really
+    // transferred, leaving the rest of the caller's buffer as it was.
     let mut output = vec![iov(r.arg + r.abi.output_offset(), 20)];
+    if sense > 0 {
+        output.push(iov(hdr.sbp, sense));
+    }
     let data_in_to_caller = dir == Direction::FromDevice && to_caller;
     if data_in_to_caller {
         output.extend_from_slice(&segments);
     }
-    let sense = hdr.sense_capacity();
-    if sense > 0 {
-        output.push(iov(hdr.sbp, sense));
-    }
-    if input.len() + output.len() > FUSE_IOCTL_MAX_IOV {
+    let in_total: u64 = input.iter().map(|v| v.len).sum();
+    let out_total: u64 = output.iter().map(|v| v.len).sum();
+    if input.len() + output.len() > FUSE_IOCTL_MAX_IOV
+        || in_total > FUSE_IOCTL_MAX_BYTES as u64
+        || out_total > FUSE_IOCTL_MAX_BYTES as u64
+    {
         tracing::info!(
-            "SG_IO with {} iovec elements refused: CUSE carries at most {} regions per ioctl",
-            hdr.iovec_count,
-            FUSE_IOCTL_MAX_IOV - 4
+            "SG_IO refused: {} regions and {in_total}/{out_total} bytes in/out exceed one CUSE ioctl ({} regions, {} bytes per direction)",
+            input.len() + output.len(),
+            FUSE_IOCTL_MAX_IOV,
+            FUSE_IOCTL_MAX_BYTES
         );
         return Err(TOO_LARGE);
     }
-    let in_total: u64 = input.iter().map(|v| v.len).sum();
-    let out_total: u64 = output.iter().map(|v| v.len).sum();
-    debug_assert!(
-        in_total as usize <= FUSE_IOCTL_MAX_BYTES && out_total as usize <= FUSE_IOCTL_MAX_BYTES
-    );
     if r.out_size == 0 {
         return Ok(Step::Fetch { input, output });
     }
@@ -179,15 +189,13 @@ fn plan_inner<'a>(r: &Round<'a>, check_cdb: CdbCheck<'_>) -> Result<Step<'a>, Er
     if data.len() as u64 != in_total || u64::from(r.out_size) != out_total {
         return Err(Errno::EINVAL);
     }
-    let data_out = if dir == Direction::ToDevice && to_caller {
-        &data[list_end..]
-    } else {
-        &[][..]
-    };
+    let (data_out, sense_in) =
+        data[list_end..].split_at(if data_out_to_device { transfer_len } else { 0 });
     Ok(Step::Execute(Call {
         header: hdr,
         cdb,
         data_out,
+        sense_in,
         transfer_len: if dir == Direction::None {
             0
         } else {
@@ -304,16 +312,18 @@ mod tests {
         let mut data = h.as_bytes().to_vec();
         data.extend_from_slice(&[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0]);
         let (i, o) = fetch(plan(&round(&data, 0), &allow));
-        assert_eq!(i, vec![iov(ARG, 88), iov(CDB, 10)]);
-        assert_eq!(o, vec![iov(ARG + 64, 20), iov(BUF, 4096), iov(SENSE, 32)]);
+        assert_eq!(i, vec![iov(ARG, 88), iov(CDB, 10), iov(SENSE, 32)]);
+        assert_eq!(o, vec![iov(ARG + 64, 20), iov(SENSE, 32), iov(BUF, 4096)]);
         // 4: execute
         let out_size = 20 + 4096 + 32;
+        data.extend_from_slice(&[0xee; 32]);
         match plan(&round(&data, out_size), &allow) {
             Step::Execute(c) => {
                 assert_eq!(c.cdb[0], 0x28);
                 assert_eq!(c.transfer_len, 4096);
                 assert!(c.data_in_to_caller);
                 assert!(c.data_out.is_empty());
+                assert_eq!(c.sense_in, &[0xee; 32][..]);
             }
             other => panic!("{other:?}"),
         }
@@ -325,11 +335,18 @@ mod tests {
         let mut data = h.as_bytes().to_vec();
         data.extend_from_slice(&[0x2a; 10]);
         let (i, o) = fetch(plan(&round(&data, 0), &allow));
-        assert_eq!(i, vec![iov(ARG, 88), iov(CDB, 10), iov(BUF, 512)]);
+        assert_eq!(
+            i,
+            vec![iov(ARG, 88), iov(CDB, 10), iov(BUF, 512), iov(SENSE, 32)]
+        );
         assert_eq!(o, vec![iov(ARG + 64, 20), iov(SENSE, 32)]);
         data.extend_from_slice(&[0xab; 512]);
+        data.extend_from_slice(&[0xcd; 32]);
         match plan(&round(&data, 52), &allow) {
-            Step::Execute(c) => assert_eq!(c.data_out, &[0xab; 512][..]),
+            Step::Execute(c) => {
+                assert_eq!(c.data_out, &[0xab; 512][..]);
+                assert_eq!(c.sense_in, &[0xcd; 32][..]);
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -346,8 +363,8 @@ mod tests {
             data.extend_from_slice(SgIovec64 { base: b, len: l }.as_bytes());
         }
         let (i, o) = fetch(plan(&round(&data, 0), &allow));
-        assert_eq!(i.len(), 3);
-        assert_eq!(&o[1..3], &[iov(0x1000, 4096), iov(0x9000, 1904)]);
+        assert_eq!(i.len(), 4);
+        assert_eq!(&o[2..4], &[iov(0x1000, 4096), iov(0x9000, 1904)]);
     }
 
     #[test]
@@ -408,6 +425,7 @@ mod tests {
         data.extend_from_slice(&[0x28; 10]);
         let (_, o) = fetch(plan(&round(&data, 0), &allow));
         assert_eq!(o, vec![iov(ARG + 64, 20), iov(SENSE, 32)]);
+        data.extend_from_slice(&[0; 32]);
         match plan(&round(&data, 52), &allow) {
             Step::Execute(c) => assert_eq!((c.transfer_len, c.data_in_to_caller), (512, false)),
             other => panic!("{other:?}"),

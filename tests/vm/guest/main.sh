@@ -15,6 +15,7 @@ pass=0
 fail=0
 for scenario in "$@"; do
 	name=$(basename "$scenario" .sh)
+	export LAB_SCENARIO=$name
 	echo
 	echo "=== scenario $name"
 	log=$LAB_OUT/$name.log

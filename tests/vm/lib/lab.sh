@@ -257,3 +257,65 @@ lab_reset() {
 	LAB_PATHS=()
 	LAB_LU_PATHS=()
 }
+
+# ---------------------------------------------------------------- mpath-sgd
+
+LAB_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+MPATH_SGD=$LAB_REPO/target/release/mpath-sgd
+SGIO_PROBE=$LAB_REPO/target/clients/sgio_probe
+SGIO_PROBE32=$LAB_REPO/target/clients/sgio_probe32
+
+# mpathsg_start [ARGS...]: run the daemon in the background (its log in
+# $LAB_OUT/<scenario>-mpath-sgd.log) and wait until it serves its maps.
+mpathsg_start() {
+	[ -x "$MPATH_SGD" ] || die "$MPATH_SGD is not built (make build)"
+	MPATHSG_LOG=$LAB_OUT/${LAB_SCENARIO:-manual}-mpath-sgd.log
+	mkdir -p /run/mpath-sg/state
+	local before
+	before=$(grep -c "serving" "$MPATHSG_LOG" 2>/dev/null || true)
+	"$MPATH_SGD" --state-dir /run/mpath-sg/state "$@" >>"$MPATHSG_LOG" 2>&1 &
+	MPATHSG_PID=$!
+	local i
+	for ((i = 0; i < 300; i++)); do
+		kill -0 "$MPATHSG_PID" 2>/dev/null || {
+			tail -n 20 "$MPATHSG_LOG" >&2
+			die "mpath-sgd exited during start"
+		}
+		[ "$(grep -c "serving" "$MPATHSG_LOG")" -gt "${before:-0}" ] && return 0
+		sleep 0.1
+	done
+	die "mpath-sgd did not report serving within 30 s"
+}
+
+# mpathsg_stop: SIGTERM; the daemon must exit 0 within 10 s and its nodes must be gone.
+mpathsg_stop() {
+	[ -n "${MPATHSG_PID:-}" ] || return 0
+	kill -TERM "$MPATHSG_PID"
+	local i rc=0
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$MPATHSG_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$MPATHSG_PID" 2>/dev/null && die "mpath-sgd still running 10 s after SIGTERM"
+	wait "$MPATHSG_PID" || rc=$?
+	MPATHSG_PID=
+	[ "$rc" -eq 0 ] || die "mpath-sgd exited $rc after SIGTERM (log: $MPATHSG_LOG)"
+	if compgen -G "/dev/mpath-sg/*" >/dev/null; then
+		die "nodes left after the daemon exited: $(ls /dev/mpath-sg)"
+	fi
+}
+
+# mpathsg_log_has REGEX: the daemon logged a line matching REGEX.
+mpathsg_log_has() { grep -Eq -- "$1" "$MPATHSG_LOG"; }
+
+# Commands the SCSI device has been sent (scsi_device iorequest_cnt), to see which path
+# carried I/O.
+path_iocount() { printf '%d\n' "$(cat /sys/block/"$1"/device/iorequest_cnt)"; }
+
+# qemu realizes a scsi-generic device on DEV (no guest is booted): prints the qtree.
+qemu_scsi_generic() {
+	printf 'info qtree\nquit\n' | timeout 120 qemu-system-x86_64 -S -accel tcg -display none -nodefaults \
+		-machine q35 -blockdev driver=host_device,filename="$1",node-name=d0 \
+		-device virtio-scsi-pci,id=scsi0 -device scsi-generic,drive=d0,bus=scsi0.0,id=sg0 \
+		-monitor stdio 2>&1
+}
