@@ -8,11 +8,13 @@
  *
  * usage: sgio_probe DEVICE [--no-rawio]
  *        sgio_probe DEVICE --limits
+ *        sgio_probe DEVICE --tur TIMEOUT_MS
  *   --no-rawio   drop CAP_SYS_RAWIO from the effective set first (sg's permission filter
  *                applies to callers without it)
  *   --limits     print the advertised maximum transfer (BLKSECTGET, SG_GET_RESERVED_SIZE
  *                after asking for 64 MiB, SG_GET_SG_TABLESIZE), then READ exactly that many
  *                bytes and one block more
+ *   --tur        one TEST UNIT READY with that timeout; prints its outcome and the time it took
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +28,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BLKSECTGET_ 0x1267 /* _IO(0x12, 103): bytes on sg, sectors on block devices */
@@ -193,6 +196,17 @@ int main(int argc, char **argv)
 	unmapped = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (argc > 2 && !strcmp(argv[2], "--limits"))
 		return limits(rw_fd);
+	if (argc > 3 && !strcmp(argv[2], "--tur")) {
+		unsigned char tur[6] = { 0 };
+		struct timespec t0, t1;
+		sg_io_hdr_t h = hdr(SG_DXFER_NONE, tur, 6, NULL, 0);
+		h.timeout = atoi(argv[3]);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		sgio("tur", rw_fd, &h, NULL, 0);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		printf("elapsed_ms=%ld\n", (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+		return 0;
+	}
 	static unsigned char buf[65536], buf2[65536];
 	unsigned char tur[6] = { 0 };
 	unsigned char inq[6] = { 0x12, 0, 0, 0, 96, 0 };
