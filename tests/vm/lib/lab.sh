@@ -247,9 +247,23 @@ lab_multipathd_stop() {
 
 # ---------------------------------------------------------------- reset
 
-# Back to an empty topology: no maps, no scsi_debug, no multipathd.
+# lab_udevd_start [RULES...]: systemd-udevd with extra rules files (in /run/udev/rules.d).
+lab_udevd_start() {
+	mkdir -p /run/udev/rules.d
+	[ $# -gt 0 ] && cp "$@" /run/udev/rules.d/
+	pgrep -x systemd-udevd >/dev/null || /lib/systemd/systemd-udevd --daemon
+	udevadm control --reload
+}
+
+lab_udevd_stop() {
+	pkill -x systemd-udevd || return 0
+	wait_for "systemd-udevd to exit" 10 sh -c '! pgrep -x systemd-udevd'
+}
+
+# Back to an empty topology: no maps, no scsi_debug, no multipathd, no udevd.
 lab_reset() {
 	lab_multipathd_stop
+	lab_udevd_stop
 	dmsetup remove_all -f >/dev/null 2>&1 || true
 	if [ -d $LAB_SDEBUG_SYSFS ]; then
 		modprobe -r scsi_debug || die "cannot unload scsi_debug (still in use?)"

@@ -36,6 +36,19 @@ if printf '%s' "$out" | grep -qi "error"; then
 	die "qemu reported an error"
 fi
 
-step "SIGTERM: clean exit, node gone"
+step "restart: the node keeps its major:minor; the udev rule gives it to group disk"
+numbers=$(stat -c '%t:%T' "$node")
+mpathsg_stop
+assert_fails "SIGTERM removed the node" test -e "$node"
+lab_udevd_start "$LAB_REPO/systemd/90-mpath-sg.rules"
+mpathsg_start
+assert_eq "same device numbers after a restart" "$numbers" "$(stat -c '%t:%T' "$node")"
+udevadm settle -t 10
+assert_eq "udev rule: group disk, mode 0660" "disk 660" "$(stat -c '%G %a' "$node")"
+
+step "SIGTERM with a client holding the node open"
+exec 7<>"$node"
 mpathsg_stop
 assert_fails "the node is gone" test -e "$node"
+assert_fails "the open file now fails" sg_turs /proc/self/fd/7
+exec 7>&-
