@@ -18,7 +18,8 @@ struct Cli {
     /// Where device numbers are kept so that each node keeps its major:minor.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/mpath-sg")]
     state_dir: PathBuf,
-    /// Worker threads per node: how many callers of one map are served at once.
+    /// Worker threads kept per node; while all are busy (say, SG_IOs waiting for a path)
+    /// more are started, up to 64, and retire after 10 s idle.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads_per_map: u16,
     /// Character major for all nodes (default: the saved one, else a free one of the

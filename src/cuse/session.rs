@@ -1,8 +1,9 @@
 //! A CUSE device: the CUSE_INIT handshake on its own /dev/cuse fd, then worker threads that
 //! read requests, hand them to a [`CuseHandler`] and write the replies.
 //!
-//! Several workers read the same fd, so a slow SG_IO never blocks another caller or a
-//! RELEASE; replies go out in any order, each with one writev. The fd is non-blocking and
+//! Several workers read the same fd, and the pool grows when all are busy, so a slow SG_IO
+//! never blocks another caller or a RELEASE; replies go out in any order, each with one
+//! writev. The fd is non-blocking and
 //! every worker also polls a shared stop eventfd, so shutdown needs no signal tricks.
 
 use super::abi::*;
@@ -10,11 +11,13 @@ use super::reply::{self, IoctlReply, ReplySink};
 use super::request::{Operation, Request};
 use crate::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use parking_lot::Mutex;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -76,7 +79,7 @@ impl ReplySink for FdSink {
 pub struct CuseDevice {
     spec: DeviceSpec,
     fd: Arc<OwnedFd>,
-    workers: Vec<JoinHandle<()>>,
+    pool: Arc<Pool>,
 }
 
 impl CuseDevice {
@@ -97,18 +100,21 @@ impl CuseDevice {
             .map_err(|e| io::Error::new(e.kind(), format!("open /dev/cuse: {e}")))?;
         let fd = Arc::new(OwnedFd::from(file));
         handshake(&fd, &spec)?;
-        let mut workers = Vec::with_capacity(threads);
-        for i in 0..threads.max(1) {
-            let (fd, handler, stop) = (fd.clone(), handler.clone(), stop.clone());
-            let name = format!("cuse-{}-{i}", spec.devname.rsplit('/').next().unwrap_or(""));
-            workers.push(
-                std::thread::Builder::new()
-                    .name(name)
-                    .stack_size(256 * 1024)
-                    .spawn(move || worker(fd, handler, stop))?,
-            );
+        let pool = Arc::new(Pool {
+            fd: fd.clone(),
+            handler,
+            stop,
+            name: spec.devname.rsplit('/').next().unwrap_or("").to_string(),
+            min: threads.max(1),
+            max: threads.max(1).max(MAX_WORKERS),
+            idle: AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
+            handles: Mutex::new(Vec::new()),
+        });
+        for _ in 0..pool.min {
+            pool.spawn()?;
         }
-        Ok(CuseDevice { spec, fd, workers })
+        Ok(CuseDevice { spec, fd, pool })
     }
 
     pub fn spec(&self) -> &DeviceSpec {
@@ -123,10 +129,128 @@ impl CuseDevice {
     /// Waits for the workers (the stop fd must be readable by now), then closes /dev/cuse:
     /// the kernel removes the node, and open client fds get ENOTCONN from then on.
     pub fn join(self) {
-        for w in self.workers {
-            let _ = w.join();
+        loop {
+            let handles: Vec<_> = std::mem::take(&mut *self.pool.handles.lock());
+            if handles.is_empty() {
+                break;
+            }
+            for h in handles {
+                let _ = h.join();
+            }
         }
+        drop(self.pool);
         drop(self.fd);
+    }
+}
+
+/// Workers of one device. A request can take long (an SG_IO waiting for a path under
+/// queue_if_no_path, up to its timeout), so there is always a worker left to read the next
+/// one: when the last idle worker takes a request, another is started, up to `max`; workers
+/// beyond `min` retire after `IDLE_RETIRE` without work.
+struct Pool {
+    fd: Arc<OwnedFd>,
+    handler: Arc<dyn CuseHandler>,
+    stop: Arc<OwnedFd>,
+    name: String,
+    min: usize,
+    max: usize,
+    idle: AtomicUsize,
+    total: AtomicUsize,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Upper bound of workers per device (sg itself allows 16 outstanding commands per open
+/// file; this bounds the daemon's threads when many callers wait at once).
+const MAX_WORKERS: usize = 64;
+const IDLE_RETIRE: Duration = Duration::from_secs(10);
+
+impl Pool {
+    fn spawn(self: &Arc<Self>) -> io::Result<()> {
+        let n = self.total.fetch_add(1, Ordering::SeqCst);
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        let pool = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("cuse-{}-{n}", self.name))
+            .stack_size(256 * 1024)
+            .spawn(move || pool.worker());
+        match spawned {
+            Ok(h) => {
+                self.handles.lock().push(h);
+                Ok(())
+            }
+            Err(e) => {
+                self.total.fetch_sub(1, Ordering::SeqCst);
+                self.idle.fetch_sub(1, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    fn worker(self: Arc<Self>) {
+        let sink = FdSink(self.fd.clone());
+        let mut buf = vec![0u8; REQUEST_BUFFER];
+        let retire_ms = IDLE_RETIRE.as_millis() as u16;
+        loop {
+            let mut fds = [
+                PollFd::new(self.fd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.stop.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::from(retire_ms)) {
+                Ok(0) => {
+                    // Idle for a while: extra workers go away.
+                    if self.retire() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("poll on /dev/cuse fd {}: {e}", self.fd.as_raw_fd());
+                    return;
+                }
+            }
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                return;
+            }
+            let n = match nix::unistd::read(self.fd.as_fd(), &mut buf) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
+                // ENODEV: the connection was aborted (device removed under us).
+                Err(nix::errno::Errno::ENODEV) => return,
+                Err(e) => {
+                    tracing::error!("read /dev/cuse: {e}");
+                    return;
+                }
+            };
+            if self.idle.fetch_sub(1, Ordering::SeqCst) == 1
+                && self.total.load(Ordering::SeqCst) < self.max
+            {
+                if let Err(e) = self.spawn() {
+                    tracing::warn!("device {}: cannot start another worker: {e}", self.name);
+                }
+            }
+            dispatch(&*self.handler, &sink, &buf[..n]);
+            self.idle.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Leave the pool if it has more than `min` workers and this one is idle.
+    fn retire(&self) -> bool {
+        let mut total = self.total.load(Ordering::SeqCst);
+        while total > self.min {
+            match self
+                .total
+                .compare_exchange(total, total - 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {
+                    self.idle.fetch_sub(1, Ordering::SeqCst);
+                    return true;
+                }
+                Err(t) => total = t,
+            }
+        }
+        false
     }
 }
 
@@ -188,39 +312,6 @@ fn handshake(fd: &Arc<OwnedFd>, spec: &DeviceSpec) -> io::Result<()> {
         )));
     }
     Ok(())
-}
-
-fn worker(fd: Arc<OwnedFd>, handler: Arc<dyn CuseHandler>, stop: Arc<OwnedFd>) {
-    let sink = FdSink(fd.clone());
-    let mut buf = vec![0u8; REQUEST_BUFFER];
-    loop {
-        let mut fds = [
-            PollFd::new(fd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                tracing::error!("poll on /dev/cuse fd {}: {e}", fd.as_raw_fd());
-                return;
-            }
-        }
-        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-            return;
-        }
-        let n = match nix::unistd::read(fd.as_fd(), &mut buf) {
-            Ok(n) => n,
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
-            // ENODEV: the connection was aborted (device removed under us).
-            Err(nix::errno::Errno::ENODEV) => return,
-            Err(e) => {
-                tracing::error!("read /dev/cuse: {e}");
-                return;
-            }
-        };
-        dispatch(&*handler, &sink, &buf[..n]);
-    }
 }
 
 /// Decode one request, run it, send exactly one reply (none for INTERRUPT).

@@ -73,6 +73,7 @@ pub fn run(opts: Options) -> Result<(), String> {
     );
     let opener = sysfs_opener();
     let mut devices = Vec::new();
+    let mut engines = Vec::new();
     for map in &maps {
         let minor = devnums.minor_for(&map_key(&map.name, &map.uuid));
         let spec = DeviceSpec {
@@ -82,7 +83,9 @@ pub fn run(opts: Options) -> Result<(), String> {
         };
         // One map's trouble never keeps the others from being served.
         let published = Engine::new(&map.name, dm.clone(), opener.clone()).and_then(|engine| {
-            let handler = Arc::new(node::MapNode::new(Arc::new(engine)));
+            let engine = Arc::new(engine);
+            engines.push(engine.clone());
+            let handler = Arc::new(node::MapNode::new(engine));
             CuseDevice::create(spec.clone(), handler, opts.threads_per_map, stop.clone())
         });
         match published {
@@ -113,6 +116,11 @@ pub fn run(opts: Options) -> Result<(), String> {
     let sig = signals.wait().map_err(|e| format!("sigwait: {e}"))?;
     tracing::info!("{sig:?}: removing nodes and exiting");
     sd_notify("STOPPING=1");
+    // Commands waiting for a path complete now (DID_TRANSPORT_DISRUPTED); the workers
+    // finish what they hold and stop.
+    for e in &engines {
+        e.close();
+    }
     nix::unistd::write(stop.as_fd(), &1u64.to_ne_bytes())
         .map_err(|e| format!("eventfd write: {e}"))?;
     for d in devices {

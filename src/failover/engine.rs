@@ -132,6 +132,8 @@ pub struct Engine {
     refresh_lock: Mutex<()>,
     opened: Mutex<HashMap<DevT, OpenedPath>>,
     rr: AtomicUsize,
+    /// Set at shutdown: commands waiting for a path complete at once.
+    closing: AtomicBool,
     pub refresh_interval: Duration,
     /// How often the map is re-read while a command waits for a path.
     pub wait_poll: Duration,
@@ -152,6 +154,7 @@ impl Engine {
             refresh_lock: Mutex::new(()),
             opened: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
             refresh_interval: Duration::from_secs(1),
             wait_poll: Duration::from_millis(50),
         };
@@ -161,6 +164,11 @@ impl Engine {
 
     pub fn map(&self) -> &str {
         &self.map
+    }
+
+    /// The daemon is stopping: no command waits for a path any more.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
     }
 
     /// Re-reads the map's table and status from device-mapper.
@@ -312,7 +320,7 @@ impl Engine {
                     }
                 }
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || self.closing.load(Ordering::Relaxed) {
                 break;
             }
             // Every usable path of this snapshot was tried: look again, someone may have
@@ -320,8 +328,9 @@ impl Engine {
             snap = match self.refresh() {
                 Ok(s) => s,
                 Err(e) => {
+                    // The map is gone or unreadable: nothing to wait for.
                     tracing::warn!(map = %self.map, "cannot re-read the map: {e}");
-                    snap
+                    break;
                 }
             };
             if snap.candidates(0).iter().any(|p| !tried.contains(&p.dev)) {
@@ -335,7 +344,6 @@ impl Engine {
                         .min(deadline.saturating_duration_since(Instant::now())),
                 );
                 tried.clear();
-                snap = self.refresh().unwrap_or(snap);
                 continue;
             }
             break;
@@ -637,6 +645,22 @@ mod tests {
         assert_eq!(c.host_status, host::DID_TRANSPORT_DISRUPTED);
         assert!(t.elapsed() >= Duration::from_millis(300));
         assert!(c.duration_ms >= 300);
+    }
+
+    #[test]
+    fn close_ends_a_wait_for_a_path() {
+        let r = Arc::new(rig(&[&[0]], true));
+        r.behave(0, |_| Err(Errno::ENXIO));
+        let r2 = r.clone();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            r2.engine.close();
+        });
+        let t = Instant::now();
+        let c = r.run(&TUR, 30_000).unwrap();
+        closer.join().unwrap();
+        assert_eq!(c.host_status, host::DID_TRANSPORT_DISRUPTED);
+        assert!(t.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

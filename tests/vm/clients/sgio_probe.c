@@ -9,12 +9,14 @@
  * usage: sgio_probe DEVICE [--no-rawio]
  *        sgio_probe DEVICE --limits
  *        sgio_probe DEVICE --tur TIMEOUT_MS
+ *        sgio_probe DEVICE --version
  *   --no-rawio   drop CAP_SYS_RAWIO from the effective set first (sg's permission filter
  *                applies to callers without it)
  *   --limits     print the advertised maximum transfer (BLKSECTGET, SG_GET_RESERVED_SIZE
  *                after asking for 64 MiB, SG_GET_SG_TABLESIZE), then READ exactly that many
  *                bytes and one block more
  *   --tur        one TEST UNIT READY with that timeout; prints its outcome and the time it took
+ *   --version    open, SG_GET_VERSION_NUM, close: prints the value and the time it took
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -186,6 +188,19 @@ int main(int argc, char **argv)
 	if (argc > 2 && !strcmp(argv[2], "--no-rawio") && drop_cap_sys_rawio()) {
 		perror("capset");
 		return 2;
+	}
+	if (argc > 2 && !strcmp(argv[2], "--version")) {
+		struct timespec t0, t1;
+		int v = -1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		int fd = open(dev, O_RDWR | O_NONBLOCK);
+		int r = fd < 0 ? -1 : ioctl(fd, SG_GET_VERSION_NUM, &v);
+		if (fd >= 0)
+			close(fd);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		printf("version ret=%d value=%d elapsed_ms=%ld\n", r, v,
+		       (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+		return r == 0 ? 0 : 1;
 	}
 	rw_fd = open(dev, O_RDWR | O_NONBLOCK);
 	ro_fd = open(dev, O_RDONLY | O_NONBLOCK);

@@ -21,18 +21,25 @@ for scenario in "$@"; do
 	log=$LAB_OUT/$name.log
 	start=$(date +%s.%N)
 	# A scenario runs in its own shell with errexit; a hang is a failure, never a pass.
+	# Its output goes to a file, printed when it ends: a process stuck in the kernel must
+	# not keep the runner waiting on a pipe it holds open.
+	trace=
+	[ "${LAB_TRACE:-0}" = 1 ] && trace=-x
 	timeout --kill-after=10 "${LAB_SCENARIO_TIMEOUT:-300}" \
-		bash -c 'set -euo pipefail; . "$LAB_ROOT/lib/lab.sh"; . "$1"' scenario "$scenario" \
-		> >(tee "$log") 2>&1
+		bash $trace -c 'set -euo pipefail; . "$LAB_ROOT/lib/lab.sh"; . "$1"' scenario "$scenario" \
+		>"$log" 2>&1
 	rc=$?
-	wait # for tee
+	cat "$log"
+	if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+		echo "=== scenario $name timed out after ${LAB_SCENARIO_TIMEOUT:-300}s; processes:"
+		ps -eo pid,ppid,stat,wchan:24,args | grep -v '\[' | tail -n 40
+	fi
 	secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 	if [ $rc -eq 0 ]; then
 		echo "=== PASS $name (${secs}s)"
 		echo "PASS $name $secs" >>"$results"
 		pass=$((pass + 1))
 	else
-		[ $rc -eq 124 ] && echo "=== scenario $name timed out"
 		echo "=== FAIL $name (exit $rc, ${secs}s)"
 		echo "FAIL $name $secs" >>"$results"
 		fail=$((fail + 1))

@@ -229,7 +229,7 @@ lab_multipathd_start() {
 	EOF
 	mount --bind /run/lab-multipath/multipath.conf /etc/multipath.conf 2>/dev/null ||
 		{ touch /etc/multipath.conf && mount --bind /run/lab-multipath/multipath.conf /etc/multipath.conf; }
-	pgrep -x systemd-udevd >/dev/null || /lib/systemd/systemd-udevd --daemon
+	pgrep -x systemd-udevd >/dev/null || die "systemd-udevd is not running in the lab"
 	udevadm trigger --action=add --subsystem-match=block
 	udevadm settle -t 10
 	multipathd -s || return 1
@@ -247,23 +247,30 @@ lab_multipathd_stop() {
 
 # ---------------------------------------------------------------- reset
 
-# lab_udevd_start [RULES...]: systemd-udevd with extra rules files (in /run/udev/rules.d).
-lab_udevd_start() {
+# lab_udevd_rules RULES...: add udev rules files (in /run/udev/rules.d) to the guest's
+# systemd-udevd, which virtme-ng's init starts. Never stop that udevd: libdevmapper sees
+# /run/udev/control and would wait forever for udev to confirm each dmsetup operation.
+lab_udevd_rules() {
+	pgrep -x systemd-udevd >/dev/null || die "systemd-udevd is not running in the lab"
 	mkdir -p /run/udev/rules.d
-	[ $# -gt 0 ] && cp "$@" /run/udev/rules.d/
-	pgrep -x systemd-udevd >/dev/null || /lib/systemd/systemd-udevd --daemon
+	cp "$@" /run/udev/rules.d/
+	LAB_UDEV_RULES+=("$@")
 	udevadm control --reload
 }
 
-lab_udevd_stop() {
-	pkill -x systemd-udevd || return 0
-	wait_for "systemd-udevd to exit" 10 sh -c '! pgrep -x systemd-udevd'
+lab_udevd_rules_remove() {
+	local f
+	for f in "${LAB_UDEV_RULES[@]}"; do rm -f "/run/udev/rules.d/$(basename "$f")"; done
+	LAB_UDEV_RULES=()
+	pgrep -x systemd-udevd >/dev/null && udevadm control --reload
+	return 0
 }
+LAB_UDEV_RULES=()
 
-# Back to an empty topology: no maps, no scsi_debug, no multipathd, no udevd.
+# Back to an empty topology: no maps, no scsi_debug, no multipathd, no extra udev rules.
 lab_reset() {
 	lab_multipathd_stop
-	lab_udevd_stop
+	lab_udevd_rules_remove
 	dmsetup remove_all -f >/dev/null 2>&1 || true
 	if [ -d $LAB_SDEBUG_SYSFS ]; then
 		modprobe -r scsi_debug || die "cannot unload scsi_debug (still in use?)"

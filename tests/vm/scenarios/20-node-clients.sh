@@ -40,7 +40,7 @@ step "restart: the node keeps its major:minor; the udev rule gives it to group d
 numbers=$(stat -c '%t:%T' "$node")
 mpathsg_stop
 assert_fails "SIGTERM removed the node" test -e "$node"
-lab_udevd_start "$LAB_REPO/systemd/90-mpath-sg.rules"
+lab_udevd_rules "$LAB_REPO/systemd/90-mpath-sg.rules"
 mpathsg_start
 assert_eq "same device numbers after a restart" "$numbers" "$(stat -c '%t:%T' "$node")"
 udevadm settle -t 10

@@ -42,4 +42,37 @@ assert_match "TUR succeeded on the reinstated path" "^tur +ret=0 errno=0 status=
 e=$(elapsed "$out")
 [ "$e" -ge 1500 ] && [ "$e" -lt 6000 ] || die "took $e ms: expected about 2 s (the reinstate), well before the 30 s timeout"
 say "ok: completed $e ms after it was sent, ~2 s after which $b came back"
+
+step "many callers waiting for a path do not block other callers, open or close"
+path_offline "$b"
+map_fail_path mpatha "$b"
+for i in $(seq 1 8); do
+	"$SGIO_PROBE" "$node" --tur 30000 >"/tmp/tur-wait-$i" &
+	waiters[$i]=$!
+done
+sleep 1
+out=$("$SGIO_PROBE" "$node" --version)
+say "$out"
+assert_match "open + SG_GET_VERSION_NUM + close answered while 8 SG_IOs wait" "^version ret=0 value=30536 " "$out"
+e=$(printf '%s' "$out" | sed -n 's/.*elapsed_ms=//p')
+[ "$e" -lt 2000 ] || die "took $e ms: the waiting SG_IOs held it up"
+path_running "$b"
+map_reinstate_path mpatha "$b"
+for i in $(seq 1 8); do
+	wait "${waiters[$i]}" || die "waiting client $i failed"
+	assert_match "waiting TUR $i completed once $b came back" "^tur +ret=0 errno=0 status=0 masked=0 msg=0 sb_len_wr=0 host=0 " "$(cat "/tmp/tur-wait-$i")"
+done
+
+step "SIGTERM while a command waits for a path: it completes at once, the daemon exits"
+path_offline "$a"
+path_offline "$b"
+"$SGIO_PROBE" "$node" --tur 60000 >/tmp/tur-term &
+waiter=$!
+sleep 1
 mpathsg_stop
+wait "$waiter" || die "the waiting client failed"
+out=$(cat /tmp/tur-term)
+say "$out"
+assert_match "the waiting TUR completed with DID_TRANSPORT_DISRUPTED" "^tur +ret=0 errno=0 status=0 .* host=0xe " "$out"
+e=$(elapsed "$out")
+[ "$e" -lt 10000 ] || die "the waiting command took $e ms to end after SIGTERM"
