@@ -6,7 +6,7 @@ CARGO ?= cargo
 PREFIX ?= /usr/local
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build clients lint unit lab test demo clean
+.PHONY: all deps build clients lint unit lab test demo bench clean
 
 all: build
 
@@ -17,7 +17,7 @@ build: clients
 	$(CARGO) build --release --locked --all-targets
 
 # Test clients for the lab: the sg ABI prober, native and 32-bit (compat ioctls).
-CLIENTS := target/clients/sgio_probe target/clients/sgio_probe32
+CLIENTS := target/clients/sgio_probe target/clients/sgio_probe32 target/clients/sgio_bench
 clients: $(CLIENTS)
 target/clients/sgio_probe: tests/vm/clients/sgio_probe.c
 	@mkdir -p $(@D)
@@ -25,6 +25,9 @@ target/clients/sgio_probe: tests/vm/clients/sgio_probe.c
 target/clients/sgio_probe32: tests/vm/clients/sgio_probe.c
 	@mkdir -p $(@D)
 	$(CC) -m32 -O2 -Wall -Werror -o $@ $<
+target/clients/sgio_bench: tests/vm/clients/sgio_bench.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Werror -pthread -o $@ $<
 
 lint:
 	$(CARGO) fmt --check
@@ -45,6 +48,13 @@ test: deps
 
 demo: deps build
 	@tests/vm/run --script tests/vm/demo.sh
+
+# Benchmarks in the lab (software emulation: only ratios from one run mean anything);
+# writes docs/benchmarks.md.
+bench: deps build
+	@tests/vm/run --script tests/vm/bench.sh
+	cp tests/vm/out/benchmarks.md docs/benchmarks.md
+	@cat docs/benchmarks.md
 
 clean:
 	$(CARGO) clean

@@ -10,6 +10,7 @@
 //! - [`failover`]: the engine that runs a command on a map;
 //! - [`daemon`]: nodes, device numbers, lifecycle.
 
+pub mod caller;
 pub mod cuse;
 pub mod daemon;
 pub mod dm;

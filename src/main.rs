@@ -26,6 +26,11 @@ struct Cli {
     /// local/experimental majors 120-127, 60-63).
     #[arg(long, value_name = "MAJOR")]
     major: Option<u32>,
+    /// Serve every SG_IO through CUSE's retry rounds (3-4 round trips, at most 124 KiB per
+    /// command) instead of one round through the caller's memory (process_vm_readv/writev,
+    /// which needs CAP_SYS_PTRACE; callers the daemon cannot reach use the rounds anyway).
+    #[arg(long)]
+    ioctl_rounds: bool,
 }
 
 fn main() {
@@ -45,6 +50,7 @@ fn main() {
         state_dir: cli.state_dir,
         threads_per_map: cli.threads_per_map.into(),
         major: cli.major,
+        single_round: !cli.ioctl_rounds,
     };
     if let Err(e) = mpath_sg::daemon::run(opts) {
         eprintln!("mpath-sgd: {e}");

@@ -23,6 +23,8 @@ pub struct Options {
     pub threads_per_map: usize,
     /// Override the character major (otherwise persisted, or a free local one).
     pub major: Option<u32>,
+    /// Serve SG_IO in one round through the caller's memory where possible.
+    pub single_round: bool,
 }
 
 /// DEVNAME prefix: nodes are /dev/mpath-sg/<map>.
@@ -85,7 +87,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         let published = Engine::new(&map.name, dm.clone(), opener.clone()).and_then(|engine| {
             let engine = Arc::new(engine);
             engines.push(engine.clone());
-            let handler = Arc::new(node::MapNode::new(engine));
+            let handler = Arc::new(node::MapNode::new(engine, opts.single_round));
             CuseDevice::create(spec.clone(), handler, opts.threads_per_map, stop.clone())
         });
         match published {

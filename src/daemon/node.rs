@@ -2,6 +2,7 @@
 //! sg_ioctl_common) on top of the map's failover engine. Each errno is decided here, in
 //! one place per ioctl, as sg decides it; differences are listed in docs/sg-compat.md.
 
+use crate::caller::ProcessMemory;
 use crate::cuse::abi::{ioctl_flags, IoctlIn, IoctlIovec, PollIn};
 use crate::cuse::{Caller, CuseHandler, IoctlReply};
 use crate::errno::Errno;
@@ -9,7 +10,10 @@ use crate::failover::Engine;
 use crate::path::PathCommand;
 use crate::sg::abi::{self, ioctl::*, ScsiIdlun, SgScsiId};
 use crate::sg::access;
-use crate::sg::header::{output_for, sense_bytes, transferred, Abi, Direction};
+use crate::sg::direct::{self, DirectError};
+use crate::sg::header::{
+    output_for, sense_bytes, transferred, Abi, Completion, Direction, SgIoHeader,
+};
 use crate::sg::plan::{plan, Round, Step, MAX_ROUND_TRANSFER};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -39,6 +43,8 @@ impl OpenFile {
 
 pub struct MapNode {
     engine: Arc<Engine>,
+    /// Serve SG_IO in one round through the caller's memory when it can be reached.
+    single_round: bool,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
 }
@@ -89,9 +95,10 @@ fn get_int(arg: &IoctlIn, data: &[u8], act: impl FnOnce(i32) -> Result<(), Errno
 }
 
 impl MapNode {
-    pub fn new(engine: Arc<Engine>) -> MapNode {
+    pub fn new(engine: Arc<Engine>, single_round: bool) -> MapNode {
         MapNode {
             engine,
+            single_round,
             files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         }
@@ -101,10 +108,93 @@ impl MapNode {
         self.files.lock().len()
     }
 
-    /// The largest transfer the node carries: what every path allows, and what one ioctl
-    /// can carry through CUSE's retry rounds.
+    /// The largest transfer the node advertises: what every path allows and, without the
+    /// single round, what one ioctl can carry through CUSE's retry rounds. (A caller the
+    /// daemon cannot reach is served in rounds and limited to MAX_ROUND_TRANSFER whatever
+    /// is advertised: docs/sg-compat.md.)
     fn max_transfer(&self) -> usize {
-        self.engine.limits().max_transfer.min(MAX_ROUND_TRANSFER)
+        let paths = self.engine.limits().max_transfer;
+        if self.single_round {
+            paths
+        } else {
+            paths.min(MAX_ROUND_TRANSFER)
+        }
+    }
+
+    /// Runs one command on the map; data is the data-out, or the buffer for data-in.
+    fn run(
+        &self,
+        hdr: &SgIoHeader,
+        cdb: &[u8],
+        transfer_len: usize,
+        data: &mut [u8],
+    ) -> Result<Completion, Errno> {
+        let mut cmd = PathCommand {
+            cdb,
+            direction: hdr.direction(),
+            transfer_len,
+            data: if data.is_empty() { None } else { Some(data) },
+            timeout_ms: hdr.timeout,
+            flags: hdr.flags,
+        };
+        self.engine.execute(&mut cmd)
+    }
+
+    /// SG_IO in one round through the caller's memory; None when the caller cannot be
+    /// reached (the retry rounds take over).
+    fn sg_io_direct(
+        &self,
+        caller: &Caller,
+        file: &OpenFile,
+        abi: Abi,
+        arg: &IoctlIn,
+    ) -> Option<IoctlReply> {
+        let memory = ProcessMemory::new(caller.pid)?;
+        let check = |cdb: &[u8]| self.check_access(file, caller, cdb);
+        let limit = self.engine.limits().max_transfer;
+        let mut call = match direct::read_call(&memory, abi, arg.arg, &check, limit) {
+            Ok(c) => c,
+            Err(DirectError::Unreachable) => {
+                tracing::debug!(
+                    tid = caller.pid,
+                    "caller not reachable; using the retry rounds"
+                );
+                return None;
+            }
+            Err(DirectError::Errno(e)) => {
+                file.cmd_q.store(true, Ordering::Relaxed);
+                return Some(IoctlReply::Error(sg_errno(e)));
+            }
+        };
+        file.cmd_q.store(true, Ordering::Relaxed);
+        let hdr = call.header;
+        let cdb = std::mem::take(&mut call.cdb);
+        let mut data = std::mem::take(&mut call.data);
+        let completion = match self.run(&hdr, &cdb, call.transfer_len, &mut data) {
+            Ok(c) => c,
+            Err(e) => return Some(IoctlReply::Error(e)),
+        };
+        call.data = data;
+        let (out, sense_len) = output_for(&hdr, &completion);
+        let sense = sense_bytes(&completion, sense_len);
+        let data_in = transferred(call.transfer_len, completion.resid);
+        Some(
+            match direct::write_results(
+                &memory,
+                abi,
+                arg.arg,
+                &call,
+                out.as_bytes(),
+                &sense,
+                data_in,
+            ) {
+                Ok(()) => IoctlReply::Done {
+                    result: 0,
+                    out: vec![],
+                },
+                Err(e) => IoctlReply::Error(e),
+            },
+        )
     }
 
     fn file(&self, fh: u64) -> Option<Arc<OpenFile>> {
@@ -133,12 +223,17 @@ impl MapNode {
         } else {
             Abi::Native
         };
+        if self.single_round && data.is_empty() && arg.out_size == 0 {
+            if let Some(reply) = self.sg_io_direct(caller, file, abi, arg) {
+                return reply;
+            }
+        }
         let round = Round {
             abi,
             arg: arg.arg,
             data,
             out_size: arg.out_size,
-            max_transfer: self.max_transfer(),
+            max_transfer: self.max_transfer().min(MAX_ROUND_TRANSFER),
         };
         // sg_new_write() turns command queuing on for the file once it sees a v3 header.
         if data.len() >= abi.header_len() {
@@ -147,30 +242,16 @@ impl MapNode {
         let check = |cdb: &[u8]| self.check_access(file, caller, cdb);
         let call = match plan(&round, &check) {
             Step::Fetch { input, output } => return IoctlReply::Retry { input, output },
-            // CUSE cannot deliver ENOSYS from an ioctl: fuse_send_ioctl() turns it into
-            // ENOTTY, on which udev's scsi_id gives up instead of falling back from a v4
-            // to a v3 header. EINVAL is what SG_IO on a block device answers, and what
-            // scsi_id and sg3_utils treat the same as ENOSYS (docs/sg-compat.md).
-            Step::Fail(e) if e == Errno::ENOSYS => return IoctlReply::Error(Errno::EINVAL),
-            Step::Fail(e) => return IoctlReply::Error(e),
+            Step::Fail(e) => return IoctlReply::Error(sg_errno(e)),
             Step::Execute(call) => call,
         };
         let hdr = &call.header;
-        let direction = hdr.direction();
-        let mut buf = match direction {
+        let mut buf = match hdr.direction() {
             Direction::ToDevice if !call.data_out.is_empty() => call.data_out.to_vec(),
             Direction::FromDevice if call.data_in_to_caller => vec![0u8; call.transfer_len],
             _ => Vec::new(),
         };
-        let mut cmd = PathCommand {
-            cdb: call.cdb,
-            direction,
-            transfer_len: call.transfer_len,
-            data: if buf.is_empty() { None } else { Some(&mut buf) },
-            timeout_ms: hdr.timeout,
-            flags: hdr.flags,
-        };
-        let completion = match self.engine.execute(&mut cmd) {
+        let completion = match self.run(hdr, call.cdb, call.transfer_len, &mut buf) {
             Ok(c) => c,
             Err(e) => return IoctlReply::Error(e),
         };
@@ -190,6 +271,18 @@ impl MapNode {
             result: 0,
             out: reply,
         }
+    }
+}
+
+/// The errno the caller gets for what sg would answer. CUSE cannot deliver ENOSYS from an
+/// ioctl: fuse_send_ioctl() turns it into ENOTTY, on which udev's scsi_id gives up instead
+/// of falling back from a v4 to a v3 header. EINVAL is what SG_IO on a block device
+/// answers, and what scsi_id and sg3_utils treat the same as ENOSYS (docs/sg-compat.md).
+fn sg_errno(e: Errno) -> Errno {
+    if e == Errno::ENOSYS {
+        Errno::EINVAL
+    } else {
+        e
     }
 }
 

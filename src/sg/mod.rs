@@ -1,7 +1,8 @@
-//! The sg driver's ABI: header codec, the retry-round planner, the permission filter.
-//! Pure code: no syscalls.
+//! The sg driver's ABI: header codec, the retry-round planner, single-round SG_IO over
+//! caller memory, the permission filter. Pure code: no syscalls.
 
 pub mod abi;
 pub mod access;
+pub mod direct;
 pub mod header;
 pub mod plan;

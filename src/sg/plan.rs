@@ -207,7 +207,11 @@ fn plan_inner<'a>(r: &Round<'a>, check_cdb: CdbCheck<'_>) -> Result<Step<'a>, Er
 
 /// The caller's data regions: dxferp/dxfer_len, or the iovec list truncated to dxfer_len
 /// (sg: import_iovec + iov_iter_truncate; an empty result is EINVAL).
-fn data_segments(abi: Abi, hdr: &SgIoHeader, list: &[u8]) -> Result<Vec<IoctlIovec>, Errno> {
+pub(crate) fn data_segments(
+    abi: Abi,
+    hdr: &SgIoHeader,
+    list: &[u8],
+) -> Result<Vec<IoctlIovec>, Errno> {
     let want = hdr.dxfer_len as u64;
     if hdr.iovec_count == 0 {
         return Ok(if want > 0 && hdr.caller_buffer() {

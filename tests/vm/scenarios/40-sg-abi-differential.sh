@@ -1,13 +1,13 @@
 # The node answers malformed and well-formed calls exactly as the path's own sg node: the
 # same errno and the same output fields, native and 32-bit (compat ioctl) callers, iovec
-# lists, read-only fds with and without CAP_SYS_RAWIO.
+# lists, read-only fds with and without CAP_SYS_RAWIO; served in one round through the
+# caller's memory, and through CUSE's retry rounds.
 lab_lu 2
 a=${LAB_PATHS[0]} b=${LAB_PATHS[1]}
 # One group per path: every command through the node goes to $a, whose sg node is the
 # reference (SG_GET_SCSI_ID names that path).
 lab_map mpatha --group "$a" "$b"
 sg=$(lab_sg_of "$a")
-mpathsg_start
 node=/dev/mpath-sg/mpatha
 
 # Cases where the node deliberately differs (docs/sg-compat.md), checked on their own:
@@ -40,23 +40,35 @@ compare() {
 	say "ok: $what: $(wc -l <"$LAB_OUT/probe-$what-sg.txt") cases answered alike"
 }
 
-step "64-bit caller, as root"
-compare native "$SGIO_PROBE"
-step "32-bit caller (compat ioctl)"
-compare compat "$SGIO_PROBE32"
-step "callers without CAP_SYS_RAWIO (sg's command filter on read-only fds)"
-PROBE_ARGS=--no-rawio compare native-norawio "$SGIO_PROBE"
-PROBE_ARGS=--no-rawio compare compat-norawio "$SGIO_PROBE32"
-assert_match "the filter refused WRITE(10) on a read-only fd" "^ro-write10 +ret=-1 errno=EPERM" "$(cat "$LAB_OUT/probe-native-norawio-node.txt")"
-assert_match "INQUIRY on a read-only fd passed" "^ro-inquiry +ret=0 errno=0 status=0" "$(cat "$LAB_OUT/probe-native-norawio-node.txt")"
+for mode in single-round ioctl-rounds; do
+	args=()
+	[ $mode = ioctl-rounds ] && args=(--ioctl-rounds)
+	mpathsg_start "${args[@]}"
+	step "$mode: 64-bit caller, as root"
+	compare $mode-native "$SGIO_PROBE"
+	step "$mode: 32-bit caller (compat ioctl)"
+	compare $mode-compat "$SGIO_PROBE32"
+	step "$mode: callers without CAP_SYS_RAWIO (sg's command filter on read-only fds)"
+	PROBE_ARGS=--no-rawio compare $mode-native-norawio "$SGIO_PROBE"
+	PROBE_ARGS=--no-rawio compare $mode-compat-norawio "$SGIO_PROBE32"
+	assert_match "the filter refused WRITE(10) on a read-only fd" "^ro-write10 +ret=-1 errno=EPERM" "$(cat "$LAB_OUT/probe-$mode-native-norawio-node.txt")"
+	assert_match "INQUIRY on a read-only fd passed" "^ro-inquiry +ret=0 errno=0 status=0" "$(cat "$LAB_OUT/probe-$mode-native-norawio-node.txt")"
 
-step "the advertised maximum transfer is honest"
-"$SGIO_PROBE" "$node" --limits >"$LAB_OUT/limits-node.txt"
-cat "$LAB_OUT/limits-node.txt"
-max=$(sed -n 's/^blksectget=\([0-9]*\) .*/\1/p' "$LAB_OUT/limits-node.txt")
-[ "$max" -gt 0 ] && [ "$max" -le $((128 * 1024)) ] || die "BLKSECTGET $max is not within one CUSE ioctl (128 KiB)"
-assert_match "reserved size clamped to the maximum" "reserved=$max " "$(cat "$LAB_OUT/limits-node.txt")"
-assert_match "a read of exactly the maximum works" "^read-$max-bytes +ret=0 errno=0 status=0" "$(cat "$LAB_OUT/limits-node.txt")"
-assert_match "one block more is refused" "^read-$((max + 512))-bytes +ret=-1 errno=EINVAL" "$(cat "$LAB_OUT/limits-node.txt")"
-assert_ok "the daemon logged the limit" mpathsg_log_has "refused: the node carries at most $max bytes"
-mpathsg_stop
+	step "$mode: the advertised maximum transfer is honest"
+	"$SGIO_PROBE" "$node" --limits >"$LAB_OUT/limits-$mode.txt"
+	cat "$LAB_OUT/limits-$mode.txt"
+	max=$(sed -n 's/^blksectget=\([0-9]*\) .*/\1/p' "$LAB_OUT/limits-$mode.txt")
+	path_max=$(($(cat /sys/block/"$a"/queue/max_sectors_kb) * 1024))
+	if [ $mode = ioctl-rounds ]; then
+		[ "$max" -gt 0 ] && [ "$max" -le $((128 * 1024)) ] || die "BLKSECTGET $max is not within one CUSE ioctl (128 KiB)"
+	else
+		assert_eq "single round: BLKSECTGET is the paths' own limit" "$path_max" "$max"
+		"$SGIO_PROBE" "$sg" --limits >"$LAB_OUT/limits-sg.txt"
+		assert_match "sg itself refuses one block over its limit with EINVAL too" "^read-$((max + 512))-bytes +ret=-1 errno=EINVAL" "$(cat "$LAB_OUT/limits-sg.txt")"
+	fi
+	assert_match "reserved size clamped to the maximum" "reserved=$max " "$(cat "$LAB_OUT/limits-$mode.txt")"
+	assert_match "a read of exactly the maximum works" "^read-$max-bytes +ret=0 errno=0 status=0" "$(cat "$LAB_OUT/limits-$mode.txt")"
+	assert_match "one block more is refused" "^read-$((max + 512))-bytes +ret=-1 errno=EINVAL" "$(cat "$LAB_OUT/limits-$mode.txt")"
+	assert_ok "the daemon logged the limit" mpathsg_log_has "refused: the (node|paths) carr(y|ies) at most $max bytes"
+	mpathsg_stop
+done

@@ -1,0 +1,114 @@
+# make bench: the same workloads, in one lab boot, on a path's /dev/sgN (the physical limit
+# for the node), the node (single round, and forced retry rounds) and /dev/mapper/X (the
+# kernel's own SG_IO forwarding). Writes $LAB_OUT/benchmarks.md.
+SECS=${BENCH_SECONDS:-5}
+BENCH=$LAB_REPO/target/clients/sgio_bench
+R=$LAB_OUT/bench-raw.txt
+: >"$R"
+lab_lu 2 delay=0
+a=${LAB_PATHS[0]} b=${LAB_PATHS[1]}
+sg=$(lab_sg_of "$a")
+lab_map mpatha --group "$a" "$b" # one path in use, as on /dev/sgN
+node=/dev/mpath-sg/mpatha
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+workloads() { # TARGET DEVICE [skip-1m]
+	"$BENCH" "$1 rand4k-qd1" "$2" 1 4096 "$SECS" rand | tee -a "$R"
+	"$BENCH" "$1 rand4k-qd16" "$2" 16 4096 "$SECS" rand | tee -a "$R"
+	"$BENCH" "$1 seq124k" "$2" 1 126976 "$SECS" seq | tee -a "$R"
+	[ "${3:-}" = skip-1m ] || "$BENCH" "$1 seq1m" "$2" 1 1048576 "$SECS" seq | tee -a "$R"
+}
+
+step "/dev/sgN ($sg)"
+workloads sg "$sg"
+step "/dev/mapper/mpatha (SG_IO forwarded by dm)"
+workloads dm /dev/mapper/mpatha
+step "node, single round"
+mpathsg_start
+t0=$(cpu_ticks "$MPATHSG_PID")
+workloads node "$node"
+t1=$(cpu_ticks "$MPATHSG_PID")
+cmds=$(awk '$1 == "node" { sub("cmds=", "", $3); n += $3 } END { print n }' "$R")
+echo "cpu node $(awk -v t=$((t1 - t0)) -v n="$cmds" 'BEGIN { printf "%.1f", t * 10000 / n }')" | tee -a "$R" # us per command (USER_HZ 100)
+mpathsg_stop
+step "node, forced retry rounds"
+mpathsg_start --ioctl-rounds
+t0=$(cpu_ticks "$MPATHSG_PID")
+workloads rounds "$node" skip-1m
+t1=$(cpu_ticks "$MPATHSG_PID")
+cmds=$(awk '$1 == "rounds" { sub("cmds=", "", $3); n += $3 } END { print n }' "$R")
+echo "cpu rounds $(awk -v t=$((t1 - t0)) -v n="$cmds" 'BEGIN { printf "%.1f", t * 10000 / n }')" | tee -a "$R"
+mpathsg_stop
+
+step "failover latency"
+mpathsg_start
+for i in 1 2 3 4 5; do "$BENCH" healthy "$node" --tur-once; done | tee -a "$R"
+path_offline "$a"
+"$BENCH" failover-first "$node" --tur-once | tee -a "$R"
+"$BENCH" failover-next "$node" --tur-once | tee -a "$R"
+"$BENCH" dead-path-error "$sg" --tur-once | tee -a "$R"
+"$BENCH" healthy-direct "$(lab_sg_of "$b")" --tur-once | tee -a "$R"
+mpathsg_stop
+path_running "$a"
+
+step "RSS with 64 maps"
+lab_reset
+lab_lus 64 1 delay=0
+lab_maps_all
+mpathsg_start
+sleep 1
+echo "rss64 $(awk '/VmRSS/ {print $2}' "/proc/$MPATHSG_PID/status") $(ls /dev/mpath-sg | wc -l)" | tee -a "$R"
+mpathsg_stop
+
+# ---------------------------------------------------------------- report
+get() { awk -v t="$1" -v w="$2" -v f="$3" '$1 == t && $2 == w { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$R"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+{
+	echo "# Benchmarks"
+	echo
+	echo "Measured by \`make bench\` on $(date -u +%Y-%m-%d) in the lab: Linux $(uname -r) under $(grep -q hypervisor /proc/cpuinfo && echo 'a VM') (the lab says which accelerator), scsi_debug with delay=0, ${SECS} s per workload, $(nproc) vCPUs."
+	echo "The lab usually runs under software emulation (TCG), so absolute figures mean little;"
+	echo "only ratios between rows of the same run do. Ratios are to /dev/sgN, the physical limit for the node."
+	echo
+	echo "| workload | target | IOPS | MB/s | p50 us | p99 us | IOPS / sg | p50 / sg |"
+	echo "|---|---|---|---|---|---|---|---|"
+	for w in rand4k-qd1 rand4k-qd16 seq124k seq1m; do
+		for t in sg node rounds dm; do
+			iops=$(get $t $w iops)
+			[ -n "$iops" ] || { echo "| $w | $t | n/a (over 124 KiB) | | | | | |"; continue; }
+			echo "| $w | $t | $iops | $(get $t $w mbps) | $(get $t $w p50_us) | $(get $t $w p99_us) | $(ratio "$iops" "$(get sg $w iops)") | $(ratio "$(get $t $w p50_us)" "$(get sg $w p50_us)") |"
+		done
+	done
+	echo
+	echo "Targets: node = /dev/mpath-sg/X single round, rounds = the same node with --ioctl-rounds, dm = SG_IO on /dev/mapper/X."
+	echo
+	q16=$(ratio "$(get node rand4k-qd16 iops)" "$(get sg rand4k-qd16 iops)")
+	q1=$(ratio "$(get node rand4k-qd1 p50_us)" "$(get sg rand4k-qd1 p50_us)")
+	m1=$(ratio "$(get node seq1m mbps)" "$(get sg seq1m mbps)")
+	verdict() { awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN { if (v == "-") print "not measured"; else if ((dir == ">=" && v >= t) || (dir == "<=" && v <= t)) print "met"; else print "**not met**" }'; }
+	echo "| target | measured | verdict |"
+	echo "|---|---|---|"
+	echo "| 4 KiB READ QD16: node IOPS >= 0.9 x sg | $q16 | $(verdict "$q16" 0.9 '>=') |"
+	echo "| 4 KiB READ QD1: node p50 <= 1.3 x sg | $q1 | $(verdict "$q1" 1.3 '<=') |"
+	echo "| 1 MiB sequential read: node MB/s >= 0.95 x sg | $m1 | $(verdict "$m1" 0.95 '>=') |"
+	h=$(awk '$1 == "healthy" { sub("us=", "", $6); print $6 }' "$R" | sort -n | sed -n 3p)
+	f=$(awk '$1 == "failover-first" { sub("us=", "", $6); print $6 }' "$R")
+	d=$(awk '$1 == "dead-path-error" { sub("us=", "", $6); print $6 }' "$R")
+	hd=$(awk '$1 == "healthy-direct" { sub("us=", "", $6); print $6 }' "$R")
+	extra=$(awk -v f="$f" -v h="$hd" -v d="$d" 'BEGIN { printf "%d", f - h - d }')
+	echo "| failover: first command after a path fails <= 1 ms later than the same command on the healthy path's sg node, less the dead path's own error time | first through the node $f us, on the healthy path's sg $hd us, dead path's error $d us: extra $extra us | $(awk -v e="$extra" 'BEGIN { print (e <= 1000) ? "met" : "**not met**" }') |"
+	echo
+	echo "Daemon CPU per command (utime+stime over the node's workloads): single round $(awk '$1 == "cpu" && $2 == "node" {print $3}' "$R") us, retry rounds $(awk '$1 == "cpu" && $2 == "rounds" {print $3}' "$R") us."
+	echo "TUR through the node with both paths up (median of 5): $h us."
+	echo "Single samples under emulation are noisy: read the failover row as an order of magnitude."
+	echo "RSS with 64 maps ($(awk '$1 == "rss64" {print $3}' "$R") nodes): $(awk '$1 == "rss64" {printf "%.1f MiB", $2 / 1024}' "$R")."
+	echo
+	echo "Not measured here: fio's sg engine (it needs the sg asynchronous interface, not built yet)."
+	echo
+	echo "Raw figures:"
+	echo
+	echo '```'
+	cat "$R"
+	echo '```'
+} >"$LAB_OUT/benchmarks.md"
+cat "$LAB_OUT/benchmarks.md"
