@@ -3,21 +3,24 @@
 //!
 //! Several workers read the same fd, and the pool grows when all are busy, so a slow SG_IO
 //! never blocks another caller or a RELEASE; replies go out in any order, each with one
-//! writev. The fd is non-blocking and
-//! every worker also polls a shared stop eventfd, so shutdown needs no signal tricks.
+//! writev. Workers block in read(), which wakes one of them per request; shutdown
+//! interrupts them with SIGUSR1.
 
 use super::abi::*;
 use super::reply::{self, IoctlReply, ReplySink};
 use super::request::{Operation, Request};
 use crate::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use parking_lot::Mutex;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::thread::JoinHandleExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -84,14 +87,13 @@ pub struct CuseDevice {
 
 impl CuseDevice {
     /// Opens /dev/cuse, answers CUSE_INIT with `spec`, checks that the kernel published the
-    /// device, and starts `threads` workers. `stop` is an eventfd (or any fd) that becomes
-    /// readable when the daemon shuts down.
+    /// device, and starts `threads` workers.
     pub fn create(
         spec: DeviceSpec,
         handler: Arc<dyn CuseHandler>,
         threads: usize,
-        stop: Arc<OwnedFd>,
     ) -> io::Result<CuseDevice> {
+        install_wake_handler()?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -100,15 +102,20 @@ impl CuseDevice {
             .map_err(|e| io::Error::new(e.kind(), format!("open /dev/cuse: {e}")))?;
         let fd = Arc::new(OwnedFd::from(file));
         handshake(&fd, &spec)?;
+        // From now on workers block in read(): /dev/cuse wakes one reader per request
+        // (an exclusive wait), where poll() would wake them all.
+        let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
+        let flags = OFlag::from_bits_retain(flags) & !OFlag::O_NONBLOCK;
+        fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
         let pool = Arc::new(Pool {
             fd: fd.clone(),
             handler,
-            stop,
             name: spec.devname.rsplit('/').next().unwrap_or("").to_string(),
             min: threads.max(1),
             max: threads.max(1).max(MAX_WORKERS),
             idle: AtomicUsize::new(0),
             total: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
             handles: Mutex::new(Vec::new()),
         });
         for _ in 0..pool.min {
@@ -126,17 +133,27 @@ impl CuseDevice {
         Arc::new(FdSink(self.fd.clone()))
     }
 
-    /// Waits for the workers (the stop fd must be readable by now), then closes /dev/cuse:
-    /// the kernel removes the node, and open client fds get ENOTCONN from then on.
+    /// Stops the workers (each finishes the request it holds), then closes /dev/cuse: the
+    /// kernel removes the node, and open client fds get ENOTCONN from then on.
     pub fn join(self) {
+        self.pool.stopping.store(true, Ordering::SeqCst);
         loop {
             let handles: Vec<_> = std::mem::take(&mut *self.pool.handles.lock());
             if handles.is_empty() {
                 break;
             }
-            for h in handles {
+            let (done, running): (Vec<_>, Vec<_>) =
+                handles.into_iter().partition(|h| h.is_finished());
+            for h in done {
                 let _ = h.join();
             }
+            // A worker blocked in read() leaves it with EINTR; one that was between its
+            // check and read() gets the next signal, 10 ms later.
+            for h in &running {
+                let _ = nix::sys::pthread::pthread_kill(h.as_pthread_t(), Signal::SIGUSR1);
+            }
+            self.pool.handles.lock().extend(running);
+            std::thread::sleep(Duration::from_millis(10));
         }
         drop(self.pool);
         drop(self.fd);
@@ -145,24 +162,38 @@ impl CuseDevice {
 
 /// Workers of one device. A request can take long (an SG_IO waiting for a path under
 /// queue_if_no_path, up to its timeout), so there is always a worker left to read the next
-/// one: when the last idle worker takes a request, another is started, up to `max`; workers
-/// beyond `min` retire after `IDLE_RETIRE` without work.
+/// one: when the last idle worker takes a request, another is started, up to `max`; a
+/// worker that finds more than `min` idle after its request retires.
 struct Pool {
     fd: Arc<OwnedFd>,
     handler: Arc<dyn CuseHandler>,
-    stop: Arc<OwnedFd>,
     name: String,
     min: usize,
     max: usize,
     idle: AtomicUsize,
     total: AtomicUsize,
+    stopping: AtomicBool,
     handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// Upper bound of workers per device (sg itself allows 16 outstanding commands per open
-/// file; this bounds the daemon's threads when many callers wait at once).
+/// Upper bound of workers per device: bounds the daemon's threads when many callers wait
+/// at once.
 const MAX_WORKERS: usize = 64;
-const IDLE_RETIRE: Duration = Duration::from_secs(10);
+
+extern "C" fn wake(_: libc::c_int) {}
+
+/// SIGUSR1 interrupts a worker's blocking read() at shutdown: installed without SA_RESTART
+/// so that read() returns EINTR.
+fn install_wake_handler() -> io::Result<()> {
+    static ONCE: std::sync::OnceLock<Result<(), nix::errno::Errno>> = std::sync::OnceLock::new();
+    let r = ONCE.get_or_init(|| {
+        let action = SigAction::new(SigHandler::Handler(wake), SaFlags::empty(), SigSet::empty());
+        // SAFETY: `wake` does nothing, so it is async-signal-safe and touches no state;
+        // replacing SIGUSR1's disposition affects nothing else in this daemon.
+        unsafe { sigaction(Signal::SIGUSR1, &action) }.map(|_| ())
+    });
+    r.map_err(io::Error::from)
+}
 
 impl Pool {
     fn spawn(self: &Arc<Self>) -> io::Result<()> {
@@ -189,37 +220,17 @@ impl Pool {
     fn worker(self: Arc<Self>) {
         let sink = FdSink(self.fd.clone());
         let mut buf = vec![0u8; REQUEST_BUFFER];
-        let retire_ms = IDLE_RETIRE.as_millis() as u16;
         loop {
-            let mut fds = [
-                PollFd::new(self.fd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.stop.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::from(retire_ms)) {
-                Ok(0) => {
-                    // Idle for a while: extra workers go away.
-                    if self.retire() {
-                        return;
-                    }
-                    continue;
-                }
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    tracing::error!("poll on /dev/cuse fd {}: {e}", self.fd.as_raw_fd());
-                    return;
-                }
-            }
-            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
             let n = match nix::unistd::read(self.fd.as_fd(), &mut buf) {
                 Ok(n) => n,
-                Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => continue,
                 // ENODEV: the connection was aborted (device removed under us).
                 Err(nix::errno::Errno::ENODEV) => return,
                 Err(e) => {
-                    tracing::error!("read /dev/cuse: {e}");
+                    tracing::error!("read /dev/cuse ({}): {e}", self.name);
                     return;
                 }
             };
@@ -231,11 +242,13 @@ impl Pool {
                 }
             }
             dispatch(&*self.handler, &sink, &buf[..n]);
-            self.idle.fetch_add(1, Ordering::SeqCst);
+            if self.idle.fetch_add(1, Ordering::SeqCst) >= self.min && self.retire() {
+                return;
+            }
         }
     }
 
-    /// Leave the pool if it has more than `min` workers and this one is idle.
+    /// Leave the pool if it has more than `min` workers.
     fn retire(&self) -> bool {
         let mut total = self.total.load(Ordering::SeqCst);
         while total > self.min {

@@ -11,7 +11,6 @@ use crate::path::{PathInfo, PathIo, SgPath};
 use devnums::{map_key, DevNums};
 use nix::sys::signal::{SigSet, Signal};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -65,14 +64,6 @@ pub fn run(opts: Options) -> Result<(), String> {
     if let Some(m) = opts.major {
         devnums.set_major(m);
     }
-    let stop: Arc<OwnedFd> = Arc::new(
-        nix::sys::eventfd::EventFd::from_value_and_flags(
-            0,
-            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
-        )
-        .map_err(|e| format!("eventfd: {e}"))?
-        .into(),
-    );
     let opener = sysfs_opener();
     let mut devices = Vec::new();
     let mut engines = Vec::new();
@@ -88,7 +79,7 @@ pub fn run(opts: Options) -> Result<(), String> {
             let engine = Arc::new(engine);
             engines.push(engine.clone());
             let handler = Arc::new(node::MapNode::new(engine, opts.single_round));
-            CuseDevice::create(spec.clone(), handler, opts.threads_per_map, stop.clone())
+            CuseDevice::create(spec.clone(), handler, opts.threads_per_map)
         });
         match published {
             Ok(dev) => {
@@ -123,8 +114,6 @@ pub fn run(opts: Options) -> Result<(), String> {
     for e in &engines {
         e.close();
     }
-    nix::unistd::write(stop.as_fd(), &1u64.to_ne_bytes())
-        .map_err(|e| format!("eventfd write: {e}"))?;
     for d in devices {
         d.join();
     }

@@ -113,7 +113,7 @@ impl MapNode {
     /// daemon cannot reach is served in rounds and limited to MAX_ROUND_TRANSFER whatever
     /// is advertised: docs/sg-compat.md.)
     fn max_transfer(&self) -> usize {
-        let paths = self.engine.limits().max_transfer;
+        let paths = self.engine.max_transfer();
         if self.single_round {
             paths
         } else {
@@ -151,7 +151,8 @@ impl MapNode {
     ) -> Option<IoctlReply> {
         let memory = ProcessMemory::new(caller.pid)?;
         let check = |cdb: &[u8]| self.check_access(file, caller, cdb);
-        let limit = self.engine.limits().max_transfer;
+        // As sg: BLKSECTGET says max_sectors, but SG_IO accepts up to max_hw_sectors.
+        let limit = self.engine.max_hw_transfer();
         let mut call = match direct::read_call(&memory, abi, arg.arg, &check, limit) {
             Ok(c) => c,
             Err(DirectError::Unreachable) => {

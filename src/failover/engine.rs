@@ -66,6 +66,8 @@ pub struct Group {
 
 pub struct Snapshot {
     pub groups: Vec<Group>,
+    /// What the node may advertise and accept, computed once per snapshot.
+    pub limits: Limits,
     /// 1-based number of the group device-mapper uses next.
     pub next_group: usize,
     pub queue_if_no_path: bool,
@@ -117,7 +119,10 @@ impl Snapshot {
 /// What the node advertises: the most every path allows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
+    /// What sg would advertise (BLKSECTGET): the smallest max_sectors of the paths.
     pub max_transfer: usize,
+    /// What sg would accept: the smallest max_hw_sectors of the paths.
+    pub max_hw_transfer: usize,
     pub max_segments: i32,
     /// The first path of the table that could be opened: its SCSI address and type stand
     /// for the map (SG_GET_SCSI_ID, SCSI_IOCTL_GET_IDLUN).
@@ -146,6 +151,7 @@ impl Engine {
             dm,
             opener,
             snapshot: Mutex::new(Arc::new(Snapshot {
+                limits: Limits::default(),
                 groups: vec![],
                 next_group: 0,
                 queue_if_no_path: false,
@@ -200,7 +206,19 @@ impl Engine {
                 paths,
             });
         }
+        let infos: Vec<&PathInfo> = groups
+            .iter()
+            .flat_map(|g| g.paths.iter())
+            .filter_map(|p| p.opened.as_ref().map(|o| &o.0))
+            .collect();
+        let limits = Limits {
+            max_transfer: infos.iter().map(|i| i.max_transfer).min().unwrap_or(0),
+            max_hw_transfer: infos.iter().map(|i| i.max_hw_transfer).min().unwrap_or(0),
+            max_segments: infos.iter().map(|i| i.max_segments).min().unwrap_or(0),
+            representative: infos.first().map(|i| (*i).clone()),
+        };
         let snap = Arc::new(Snapshot {
+            limits,
             groups,
             next_group: status.next_group,
             queue_if_no_path: table.queue_if_no_path(),
@@ -239,16 +257,17 @@ impl Engine {
     }
 
     pub fn limits(&self) -> Limits {
-        let snap = self.snapshot();
-        let infos: Vec<&PathInfo> = snap
-            .paths()
-            .filter_map(|p| p.opened.as_ref().map(|o| &o.0))
-            .collect();
-        Limits {
-            max_transfer: infos.iter().map(|i| i.max_transfer).min().unwrap_or(0),
-            max_segments: infos.iter().map(|i| i.max_segments).min().unwrap_or(0),
-            representative: infos.first().map(|i| (*i).clone()),
-        }
+        self.snapshot().limits.clone()
+    }
+
+    /// The smallest max_hw_sectors of the paths, in bytes, without copying the limits.
+    pub fn max_hw_transfer(&self) -> usize {
+        self.snapshot().limits.max_hw_transfer
+    }
+
+    /// The smallest max_sectors of the paths, in bytes.
+    pub fn max_transfer(&self) -> usize {
+        self.snapshot().limits.max_transfer
     }
 
     fn fail_path(&self, p: &PathEntry, cdb: &[u8], reason: &str) {
@@ -499,6 +518,7 @@ mod tests {
             let info = PathInfo {
                 block_name: format!("sd{}", dev.minor),
                 max_transfer: 512 * 1024 + dev.minor as usize,
+                max_hw_transfer: 4096 * 1024 + dev.minor as usize,
                 max_segments: 128 + dev.minor as i32,
                 ..Default::default()
             };
@@ -709,6 +729,7 @@ mod tests {
         let r = rig(&[&[3, 1], &[2]], false);
         let l = r.engine.limits();
         assert_eq!((l.max_transfer, l.max_segments), (512 * 1024 + 1, 129));
+        assert_eq!(l.max_hw_transfer, 4096 * 1024 + 1);
         assert_eq!(l.representative.unwrap().block_name, "sd3");
     }
 }

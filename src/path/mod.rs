@@ -53,6 +53,9 @@ pub struct PathInfo {
     pub host_unique_id: i32,
     /// Largest transfer in bytes (queue/max_sectors_kb, what sg reports for BLKSECTGET).
     pub max_transfer: usize,
+    /// Largest transfer SG_IO really accepts (queue/max_hw_sectors_kb: the block layer
+    /// bounds passthrough requests by max_hw_sectors, not max_sectors).
+    pub max_hw_transfer: usize,
     /// queue/max_segments (sg's SG_GET_SG_TABLESIZE).
     pub max_segments: i32,
 }
@@ -124,6 +127,8 @@ impl PathInfo {
             host_unique_id: read_num(&sysfs.join(format!("class/scsi_host/host{host}/unique_id")))
                 .unwrap_or(0),
             max_transfer: read_num::<usize>(&queue.join("max_sectors_kb")).map_err(ctx)? * 1024,
+            max_hw_transfer: read_num::<usize>(&queue.join("max_hw_sectors_kb")).map_err(ctx)?
+                * 1024,
             max_segments: read_num(&queue.join("max_segments")).map_err(ctx)?,
         })
     }

@@ -86,11 +86,42 @@ pub fn read_call(
     let raw = read_one(m, arg, abi.header_len())?;
     let hdr = SgIoHeader::decode(abi, &raw).ok_or(Errno::EINVAL)?;
     hdr.validate()?;
+    let dir = hdr.direction();
+    let cdb_len = usize::from(hdr.cmd_len);
+    // The common case (a linear buffer) reads the CDB and data-out with one syscall; sg's
+    // order (EPERM for a forbidden CDB before EFAULT for its data) is kept by re-reading
+    // the CDB alone when that read faults.
+    let linear_out = dir == Direction::ToDevice && hdr.caller_buffer() && hdr.iovec_count == 0;
+    if linear_out && hdr.validate_transfer().is_ok() && (hdr.dxfer_len as usize) <= max_transfer {
+        let len = hdr.dxfer_len as usize;
+        let mut cdb = vec![0u8; cdb_len];
+        let mut data = vec![0u8; len];
+        let regions = [
+            IoctlIovec {
+                base: hdr.cmdp,
+                len: cdb_len as u64,
+            },
+            IoctlIovec {
+                base: hdr.dxferp,
+                len: len as u64,
+            },
+        ];
+        if m.read(&regions, &mut [&mut cdb, &mut data]).is_ok() {
+            check_cdb(&cdb)?;
+            return Ok(DirectCall {
+                header: hdr,
+                cdb,
+                segments: vec![regions[1]],
+                data,
+                transfer_len: len,
+                data_in_to_caller: false,
+            });
+        }
+    }
     // A fault here is EFAULT; the process was just reached, so it is reachable.
-    let cdb = read_one(m, hdr.cmdp, hdr.cmd_len.into()).map_err(|_| Errno::EFAULT)?;
+    let cdb = read_one(m, hdr.cmdp, cdb_len).map_err(|_| Errno::EFAULT)?;
     check_cdb(&cdb)?;
     hdr.validate_transfer()?;
-    let dir = hdr.direction();
     let segments = if dir == Direction::None {
         vec![]
     } else if hdr.iovec_count > 0 {
@@ -154,29 +185,24 @@ pub fn write_results(
     sense: &[u8],
     data_in_len: usize,
 ) -> Result<(), Errno> {
-    let fault = |_| Errno::EFAULT;
+    // One syscall, regions in sg's order: a fault stops it where sg would have stopped.
+    let mut regions = Vec::with_capacity(call.segments.len() + 2);
+    let mut bytes = Vec::with_capacity(sense.len() + output.len() + data_in_len);
     if !sense.is_empty() {
-        m.write(
-            &[IoctlIovec {
-                base: call.header.sbp,
-                len: sense.len() as u64,
-            }],
-            sense,
-        )
-        .map_err(fault)?;
+        regions.push(IoctlIovec {
+            base: call.header.sbp,
+            len: sense.len() as u64,
+        });
+        bytes.extend_from_slice(sense);
     }
-    m.write(
-        &[IoctlIovec {
-            base: arg + abi.output_offset(),
-            len: output.len() as u64,
-        }],
-        output,
-    )
-    .map_err(fault)?;
+    regions.push(IoctlIovec {
+        base: arg + abi.output_offset(),
+        len: output.len() as u64,
+    });
+    bytes.extend_from_slice(output);
     if call.data_in_to_caller && data_in_len > 0 {
         // Only what the device transferred (see docs/sg-compat.md), across the segments.
         let mut left = data_in_len as u64;
-        let mut regions = Vec::with_capacity(call.segments.len());
         for s in &call.segments {
             if left == 0 {
                 break;
@@ -185,10 +211,9 @@ pub fn write_results(
             regions.push(IoctlIovec { base: s.base, len });
             left -= len;
         }
-        m.write(&regions, &call.data[..data_in_len])
-            .map_err(fault)?;
+        bytes.extend_from_slice(&call.data[..data_in_len]);
     }
-    Ok(())
+    m.write(&regions, &bytes).map_err(|_| Errno::EFAULT)
 }
 
 #[cfg(test)]

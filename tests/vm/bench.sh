@@ -40,16 +40,19 @@ cmds=$(awk '$1 == "rounds" { sub("cmds=", "", $3); n += $3 } END { print n }' "$
 echo "cpu rounds $(awk -v t=$((t1 - t0)) -v n="$cmds" 'BEGIN { printf "%.1f", t * 10000 / n }')" | tee -a "$R"
 mpathsg_stop
 
-step "failover latency"
+step "failover latency (5 rounds: path offline, first command, path back)"
 mpathsg_start
 for i in 1 2 3 4 5; do "$BENCH" healthy "$node" --tur-once; done | tee -a "$R"
-path_offline "$a"
-"$BENCH" failover-first "$node" --tur-once | tee -a "$R"
-"$BENCH" failover-next "$node" --tur-once | tee -a "$R"
-"$BENCH" dead-path-error "$sg" --tur-once | tee -a "$R"
-"$BENCH" healthy-direct "$(lab_sg_of "$b")" --tur-once | tee -a "$R"
+for i in 1 2 3 4 5; do "$BENCH" healthy-direct "$(lab_sg_of "$b")" --tur-once; done | tee -a "$R"
+for i in 1 2 3 4 5; do
+	"$BENCH" dead-path-error "$sg" --tur-once "echo offline >/sys/block/$a/device/state" | tee -a "$R"
+	"$BENCH" failover-first "$node" --tur-once | tee -a "$R"
+	path_running "$a"
+	map_reinstate_path mpatha "$a"
+	dmsetup message mpatha 0 "switch_group 1"
+	sleep 1.2 # the node re-reads the map once a second
+done
 mpathsg_stop
-path_running "$a"
 
 step "RSS with 64 maps"
 lab_reset
@@ -91,16 +94,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) pri
 	echo "| 4 KiB READ QD16: node IOPS >= 0.9 x sg | $q16 | $(verdict "$q16" 0.9 '>=') |"
 	echo "| 4 KiB READ QD1: node p50 <= 1.3 x sg | $q1 | $(verdict "$q1" 1.3 '<=') |"
 	echo "| 1 MiB sequential read: node MB/s >= 0.95 x sg | $m1 | $(verdict "$m1" 0.95 '>=') |"
-	h=$(awk '$1 == "healthy" { sub("us=", "", $6); print $6 }' "$R" | sort -n | sed -n 3p)
-	f=$(awk '$1 == "failover-first" { sub("us=", "", $6); print $6 }' "$R")
-	d=$(awk '$1 == "dead-path-error" { sub("us=", "", $6); print $6 }' "$R")
-	hd=$(awk '$1 == "healthy-direct" { sub("us=", "", $6); print $6 }' "$R")
+	med() { awk -v n="$1" '$1 == n { sub("us=", "", $6); print $6 }' "$R" | sort -n | sed -n 3p; }
+	h=$(med healthy)
+	f=$(med failover-first)
+	d=$(med dead-path-error)
+	hd=$(med healthy-direct)
 	extra=$(awk -v f="$f" -v h="$hd" -v d="$d" 'BEGIN { printf "%d", f - h - d }')
-	echo "| failover: first command after a path fails <= 1 ms later than the same command on the healthy path's sg node, less the dead path's own error time | first through the node $f us, on the healthy path's sg $hd us, dead path's error $d us: extra $extra us | $(awk -v e="$extra" 'BEGIN { print (e <= 1000) ? "met" : "**not met**" }') |"
+	echo "| failover: first command after a path fails <= 1 ms later than the same command on the healthy path's sg node, less the dead path's own error time | medians of 5: first through the node $f us, on the healthy path's sg $hd us, dead path's error $d us: extra $extra us | $(awk -v e="$extra" 'BEGIN { print (e <= 1000) ? "met" : "**not met**" }') |"
 	echo
 	echo "Daemon CPU per command (utime+stime over the node's workloads): single round $(awk '$1 == "cpu" && $2 == "node" {print $3}' "$R") us, retry rounds $(awk '$1 == "cpu" && $2 == "rounds" {print $3}' "$R") us."
 	echo "TUR through the node with both paths up (median of 5): $h us."
-	echo "Single samples under emulation are noisy: read the failover row as an order of magnitude."
+	echo "Medians of 5 under emulation are still noisy: read the failover row as an order of magnitude."
 	echo "RSS with 64 maps ($(awk '$1 == "rss64" {print $3}' "$R") nodes): $(awk '$1 == "rss64" {printf "%.1f MiB", $2 / 1024}' "$R")."
 	echo
 	echo "Not measured here: fio's sg engine (it needs the sg asynchronous interface, not built yet)."

@@ -4,8 +4,9 @@
  *   NAME cmds=.. iops=.. mbps=.. p50_us=.. p99_us=..
  *
  * usage: sgio_bench NAME DEVICE THREADS BLOCK_BYTES SECONDS rand|seq
- *        sgio_bench NAME DEVICE --tur-once     (one TEST UNIT READY: its latency in us
- *                                               and host_status)
+ *        sgio_bench NAME DEVICE --tur-once [CMD]  (one TEST UNIT READY: its latency in us
+ *                                                  and host_status; CMD runs first, with
+ *                                                  DEVICE already open)
  * rand: random 4 KiB-aligned LBAs over the first 64 MiB; seq: each thread reads
  * consecutive blocks from its own region.
  */
@@ -102,10 +103,15 @@ static int cmp32(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	if (argc == 4 && !strcmp(argv[3], "--tur-once")) {
+	if (argc >= 4 && !strcmp(argv[3], "--tur-once")) {
 		int fd = open(argv[2], O_RDWR);
 		if (fd < 0) {
 			perror(argv[2]);
+			return 2;
+		}
+		/* --tur-once CMD: run CMD (say, take a path offline) with the device open */
+		if (argc == 5 && system(argv[4]) != 0) {
+			fprintf(stderr, "%s failed\n", argv[4]);
 			return 2;
 		}
 		unsigned char cdb[6] = { 0 }, sense[32];

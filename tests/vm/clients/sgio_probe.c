@@ -7,14 +7,14 @@
  * Built natively and with -m32 (the compat ioctl path) by the Makefile.
  *
  * usage: sgio_probe DEVICE [--no-rawio]
- *        sgio_probe DEVICE --limits
+ *        sgio_probe DEVICE --limits [HW_BYTES]
  *        sgio_probe DEVICE --tur TIMEOUT_MS
  *        sgio_probe DEVICE --version
  *   --no-rawio   drop CAP_SYS_RAWIO from the effective set first (sg's permission filter
  *                applies to callers without it)
  *   --limits     print the advertised maximum transfer (BLKSECTGET, SG_GET_RESERVED_SIZE
  *                after asking for 64 MiB, SG_GET_SG_TABLESIZE), then READ exactly that many
- *                bytes and one block more
+ *                bytes and one block more (and HW_BYTES and one block more)
  *   --tur        one TEST UNIT READY with that timeout; prints its outcome and the time it took
  *   --version    open, SG_GET_VERSION_NUM, close: prints the value and the time it took
  */
@@ -157,7 +157,7 @@ static int drop_cap_sys_rawio(void)
 	return syscall(SYS_capset, &h, d);
 }
 
-static int limits(int fd)
+static int limits(int fd, unsigned hw)
 {
 	int sect = -1, res = 64 << 20, tbl = -1;
 	if (ioctl(fd, BLKSECTGET_, &sect) || ioctl(fd, SG_SET_RESERVED_SIZE, &res) ||
@@ -166,10 +166,14 @@ static int limits(int fd)
 		return 1;
 	}
 	printf("blksectget=%d reserved=%d tablesize=%d\n", sect, res, tbl);
-	unsigned char *big = malloc(sect + 4096);
-	for (int extra = 0; extra <= 512; extra += 512) {
-		unsigned blocks = (sect + extra) / 512;
+	unsigned top = hw > (unsigned)sect ? hw : (unsigned)sect;
+	unsigned char *big = malloc(top + 4096);
+	unsigned sizes[4] = { sect, sect + 512, hw, hw + 512 };
+	for (int k = 0; k < (hw ? 4 : 2); k++) {
+		unsigned blocks = sizes[k] / 512;
 		unsigned char rd[10] = { 0x28, 0, 0, 0, 0, 0, 0, blocks >> 8, blocks & 0xff, 0 };
+		if (blocks > 0xffff)
+			continue; /* READ(10) cannot say it */
 		sg_io_hdr_t h = hdr(SG_DXFER_FROM_DEV, rd, 10, big, blocks * 512);
 		char name[64];
 		snprintf(name, sizeof name, "read-%u-bytes", blocks * 512);
@@ -210,7 +214,7 @@ int main(int argc, char **argv)
 	}
 	unmapped = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (argc > 2 && !strcmp(argv[2], "--limits"))
-		return limits(rw_fd);
+		return limits(rw_fd, argc > 3 ? (unsigned)atoi(argv[3]) : 0);
 	if (argc > 3 && !strcmp(argv[2], "--tur")) {
 		unsigned char tur[6] = { 0 };
 		struct timespec t0, t1;
