@@ -109,6 +109,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) pri
 	echo
 	echo "Not measured here: fio's sg engine (it needs the sg asynchronous interface, not built yet)."
 	echo
+	echo "What stands in the way of the targets: docs/performance.md."
+	echo
 	echo "Raw figures:"
 	echo
 	echo '```'
