@@ -32,7 +32,7 @@ pub const DEV_DIR: &str = "mpath-sg";
 fn sysfs_opener() -> Arc<PathOpener> {
     Arc::new(|dev: DevT| {
         let info = PathInfo::from_sysfs(Path::new("/sys"), dev)?;
-        let io: Arc<dyn PathIo> = Arc::new(SgPath::new(info.sg_node.clone()));
+        let io: Arc<dyn PathIo> = Arc::new(SgPath::open(info.sg_node.clone())?);
         Ok((info, io))
     })
 }

@@ -153,6 +153,18 @@ impl SgPath {
         &self.node
     }
 
+    /// Opens the first fd now, so that a failover to this path does not pay for sg's open
+    /// (reserve buffer allocation) in the middle of a command, and a path whose sg node
+    /// cannot be opened is found out before it is needed.
+    pub fn open(node: PathBuf) -> std::io::Result<SgPath> {
+        let path = SgPath::new(node);
+        let fd = path
+            .take_fd()
+            .map_err(|e| io::Error::other(format!("open {}: {e}", path.node.display())))?;
+        path.idle.lock().push(fd);
+        Ok(path)
+    }
+
     fn take_fd(&self) -> Result<File, Errno> {
         if let Some(f) = self.idle.lock().pop() {
             return Ok(f);
