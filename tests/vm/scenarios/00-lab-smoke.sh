@@ -30,3 +30,31 @@ lab_lus 3 2
 assert_eq "three LUs" 3 "${#LAB_LU_PATHS[@]}"
 lab_maps_all
 assert_eq "three maps" 3 "$(dmsetup ls --target multipath | grep -c '^lab')"
+
+step "fault helpers"
+lab_reset
+lab_lu 2
+a=${LAB_PATHS[0]} b=${LAB_PATHS[1]}
+lab_map mpatha "$a" "$b"
+map_suspend mpatha
+assert_match "map_suspend suspends the map" "State: +SUSPENDED" "$(dmsetup info mpatha)"
+map_resume mpatha
+assert_match "map_resume resumes it" "State: +ACTIVE" "$(dmsetup info mpatha)"
+sz=$(blockdev --getsz /dev/"$a")
+map_reload mpatha "0 $sz multipath 1 queue_if_no_path 0 1 1 round-robin 0 2 1 $(lab_devt "$b") 1 $(lab_devt "$a") 1"
+assert_match "map_reload loads a new table" "queue_if_no_path .*round-robin 0 2 1 $(lab_devt "$b") 1 $(lab_devt "$a") 1" "$(dmsetup table mpatha)"
+sg=$(lab_sg_of "$a")
+assert_ok "READ(10) on $a's sg" sg_raw -r 512 "$sg" 28 00 00 00 00 00 00 00 01 00
+sdebug_inject 1 0x10
+assert_fails "scsi_debug transport error injection fails READ(10)" sg_raw -r 512 "$sg" 28 00 00 00 00 00 00 00 01 00
+sdebug_inject 0 0
+assert_ok "injection off: READ(10) works again" sg_raw -r 512 "$sg" 28 00 00 00 00 00 00 00 01 00
+host=$(lab_host_of "$a")
+dmsetup remove mpatha
+path_delete "$a"
+wait_for "$a to disappear" 10 sh -c "! test -e /sys/block/$a"
+assert_eq "one path left" 1 "$(lab_sdebug_disks | wc -l)"
+path_rescan "$host"
+wait_for "the path to come back on host $host" 10 sh -c '[ "$(ls /sys/class/scsi_host/host'"$host"'/device/target*/*/block 2>/dev/null | wc -l)" -ge 1 ]'
+lab_scan_paths
+assert_eq "two paths again after the rescan" 2 "${#LAB_PATHS[@]}"
