@@ -215,8 +215,9 @@ sdebug_inject() {
 
 # ---------------------------------------------------------------- multipathd
 
-# lab_multipathd_start: the real multipathd (with systemd-udevd, which it needs to see
-# devices), configured for scsi_debug. Returns non-zero when it cannot run here.
+# lab_multipathd_start: the real multipathd (it needs the guest's systemd-udevd, which
+# virtme-ng's init starts), making maps of every multipathed LU (find_multipaths no).
+# Returns non-zero when it cannot run here.
 lab_multipathd_start() {
 	mkdir -p /run/lab-multipath
 	cat >/run/lab-multipath/multipath.conf <<-EOF
@@ -225,7 +226,6 @@ lab_multipathd_start() {
 		    find_multipaths no
 		    polling_interval 1
 		}
-		blacklist { }
 	EOF
 	mount --bind /run/lab-multipath/multipath.conf /etc/multipath.conf 2>/dev/null ||
 		{ touch /etc/multipath.conf && mount --bind /run/lab-multipath/multipath.conf /etc/multipath.conf; }

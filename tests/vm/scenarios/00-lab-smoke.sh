@@ -58,3 +58,15 @@ path_rescan "$host"
 wait_for "the path to come back on host $host" 10 sh -c '[ "$(ls /sys/class/scsi_host/host'"$host"'/device/target*/*/block 2>/dev/null | wc -l)" -ge 1 ]'
 lab_scan_paths
 assert_eq "two paths again after the rescan" 2 "${#LAB_PATHS[@]}"
+
+step "the real multipathd makes the map"
+lab_reset
+lab_lu 2
+assert_ok "multipathd starts" lab_multipathd_start
+wait_for "multipathd to make a map" 30 sh -c '[ -n "$(dmsetup ls --target multipath | grep -v "No devices")" ]'
+map=$(dmsetup ls --target multipath | awk 'NR == 1 {print $1}')
+out=$(multipath -ll "$map" 2>&1)
+printf '%s\n' "$out"
+assert_match "both paths in $map" "${LAB_PATHS[0]} .*active ready" "$out"
+assert_match "both paths in $map" "${LAB_PATHS[1]} .*active ready" "$out"
+if printf '%s' "$out" | grep -qi "ignoring\|missing"; then die "multipath.conf is not parsed cleanly"; fi
