@@ -19,14 +19,14 @@ struct Cli {
     #[arg(long, value_name = "DIR", default_value = "/var/lib/mpath-sg")]
     state_dir: PathBuf,
     /// Worker threads kept per node; while all are busy (say, SG_IOs waiting for a path)
-    /// more are started, up to 64, and retire after 10 s idle.
+    /// more are started, up to 64, and the extra ones retire once they are idle.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads_per_map: u16,
     /// Character major for all nodes (default: the saved one, else a free one of the
     /// local/experimental majors 120-127, 60-63).
     #[arg(long, value_name = "MAJOR")]
     major: Option<u32>,
-    /// Serve every SG_IO through CUSE's retry rounds (3-4 round trips, at most 124 KiB per
+    /// Serve every SG_IO through CUSE's retry rounds (four round trips, at most 124 KiB per
     /// command) instead of one round through the caller's memory (process_vm_readv/writev,
     /// which needs CAP_SYS_PTRACE; callers the daemon cannot reach use the rounds anyway).
     #[arg(long)]
