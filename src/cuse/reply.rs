@@ -35,16 +35,6 @@ pub fn error(sink: &dyn ReplySink, unique: u64, errno: Errno) -> io::Result<()> 
     sink.send(&[header.as_bytes()])
 }
 
-/// Wake pollers waiting on `kh` (FUSE_NOTIFY_POLL).
-pub fn notify_poll(sink: &dyn ReplySink, kh: u64) -> io::Result<()> {
-    let header = OutHeader {
-        len: (size_of::<OutHeader>() + size_of::<NotifyPollWakeup>()) as u32,
-        error: FUSE_NOTIFY_POLL,
-        unique: 0,
-    };
-    sink.send(&[header.as_bytes(), NotifyPollWakeup { kh }.as_bytes()])
-}
-
 /// What an ioctl handler answers.
 #[derive(Debug, PartialEq, Eq)]
 pub enum IoctlReply {

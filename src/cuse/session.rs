@@ -80,7 +80,6 @@ impl ReplySink for FdSink {
 }
 
 pub struct CuseDevice {
-    spec: DeviceSpec,
     fd: Arc<OwnedFd>,
     pool: Arc<Pool>,
 }
@@ -121,16 +120,7 @@ impl CuseDevice {
         for _ in 0..pool.min {
             pool.spawn()?;
         }
-        Ok(CuseDevice { spec, fd, pool })
-    }
-
-    pub fn spec(&self) -> &DeviceSpec {
-        &self.spec
-    }
-
-    /// A sink for unsolicited notifications (poll wake-ups).
-    pub fn notifier(&self) -> Arc<dyn ReplySink> {
-        Arc::new(FdSink(self.fd.clone()))
+        Ok(CuseDevice { fd, pool })
     }
 
     /// Stops the workers (each finishes the request it holds), then closes /dev/cuse: the

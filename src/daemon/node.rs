@@ -104,10 +104,6 @@ impl MapNode {
         }
     }
 
-    pub fn open_count(&self) -> usize {
-        self.files.lock().len()
-    }
-
     /// The largest transfer the node advertises: what every path allows and, without the
     /// single round, what one ioctl can carry through CUSE's retry rounds. (A caller the
     /// daemon cannot reach is served in rounds and limited to MAX_ROUND_TRANSFER whatever

@@ -110,10 +110,6 @@ impl Snapshot {
         }
         out
     }
-
-    pub fn paths(&self) -> impl Iterator<Item = &Arc<PathEntry>> {
-        self.groups.iter().flat_map(|g| g.paths.iter())
-    }
 }
 
 /// What the node advertises: the most every path allows.

@@ -149,10 +149,6 @@ impl SgPath {
         }
     }
 
-    pub fn node(&self) -> &Path {
-        &self.node
-    }
-
     /// Opens the first fd now, so that a failover to this path does not pay for sg's open
     /// (reserve buffer allocation) in the middle of a command, and a path whose sg node
     /// cannot be opened is found out before it is needed.
