@@ -39,6 +39,34 @@ pub struct Caller {
     pub pid: u32,
     pub uid: u32,
     pub gid: u32,
+    /// The request's id, named again by a FUSE_INTERRUPT for it.
+    pub unique: u64,
+}
+
+/// Wakes a poll()ing caller: FUSE_NOTIFY_POLL for a `kh` the kernel gave in a POLL
+/// request with FUSE_POLL_SCHEDULE_NOTIFY. Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct PollWaker(Arc<dyn ReplySink>);
+
+impl PollWaker {
+    pub fn new(sink: Arc<dyn ReplySink>) -> PollWaker {
+        PollWaker(sink)
+    }
+
+    pub fn wake(&self, kh: u64) {
+        let arg = NotifyPollWakeup { kh };
+        let header = OutHeader {
+            len: (size_of::<OutHeader>() + size_of::<NotifyPollWakeup>()) as u32,
+            error: FUSE_NOTIFY_POLL,
+            unique: 0,
+        };
+        // ENOENT: the file was released meanwhile; nobody is left to wake.
+        if let Err(e) = self.0.send(&[header.as_bytes(), arg.as_bytes()]) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                tracing::warn!("poll wake-up for kh {kh:#x}: {e}");
+            }
+        }
+    }
 }
 
 /// The device's behaviour. Every method must answer; errors become the caller's errno.
@@ -46,11 +74,19 @@ pub trait CuseHandler: Send + Sync + 'static {
     /// `flags` are the open(2) flags (without O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC).
     fn open(&self, caller: &Caller, flags: u32) -> Result<u64, Errno>;
     fn release(&self, fh: u64);
-    fn read(&self, caller: &Caller, fh: u64, size: u32) -> Result<Vec<u8>, Errno>;
-    fn write(&self, caller: &Caller, fh: u64, data: &[u8]) -> Result<u32, Errno>;
+    /// `arg.flags` are the file's f_flags (O_NONBLOCK); the reply is the data read.
+    fn read(&self, caller: &Caller, arg: &ReadWriteIn) -> Result<Vec<u8>, Errno>;
+    /// The bytes written; the reply is how many were taken.
+    fn write(&self, caller: &Caller, arg: &ReadWriteIn, data: &[u8]) -> Result<u32, Errno>;
     fn ioctl(&self, caller: &Caller, arg: &IoctlIn, data: &[u8]) -> IoctlReply;
-    /// Some(revents), or an errno (ENOSYS makes the kernel assume a default mask).
-    fn poll(&self, caller: &Caller, arg: &PollIn) -> Result<u32, Errno>;
+    /// revents, or an errno (ENOSYS makes the kernel assume a default mask for good).
+    /// With FUSE_POLL_SCHEDULE_NOTIFY in `arg.flags`, `waker.wake(arg.kh)` must follow
+    /// the next change of readiness.
+    fn poll(&self, caller: &Caller, arg: &PollIn, waker: &PollWaker) -> Result<u32, Errno>;
+    /// The caller of request `unique` got a signal. A request that may wait without bound
+    /// (a blocking read) must then end with EINTR: the kernel does not let the caller go,
+    /// not even for SIGKILL, before the request is answered. Never answered itself.
+    fn interrupt(&self, unique: u64);
 }
 
 /// Name and numbers of the character device to publish.
@@ -62,6 +98,7 @@ pub struct DeviceSpec {
     pub minor: u32,
 }
 
+#[derive(Clone)]
 struct FdSink(Arc<OwnedFd>);
 
 impl ReplySink for FdSink {
@@ -209,6 +246,7 @@ impl Pool {
 
     fn worker(self: Arc<Self>) {
         let sink = FdSink(self.fd.clone());
+        let waker = PollWaker::new(Arc::new(sink.clone()));
         let mut buf = vec![0u8; REQUEST_BUFFER];
         loop {
             if self.stopping.load(Ordering::SeqCst) {
@@ -231,7 +269,7 @@ impl Pool {
                     tracing::warn!("device {}: cannot start another worker: {e}", self.name);
                 }
             }
-            dispatch(&*self.handler, &sink, &buf[..n]);
+            dispatch(&*self.handler, &sink, &waker, &buf[..n]);
             if self.idle.fetch_add(1, Ordering::SeqCst) >= self.min && self.retire() {
                 return;
             }
@@ -318,7 +356,7 @@ fn handshake(fd: &Arc<OwnedFd>, spec: &DeviceSpec) -> io::Result<()> {
 }
 
 /// Decode one request, run it, send exactly one reply (none for INTERRUPT).
-pub fn dispatch(handler: &dyn CuseHandler, sink: &dyn ReplySink, bytes: &[u8]) {
+pub fn dispatch(handler: &dyn CuseHandler, sink: &dyn ReplySink, waker: &PollWaker, bytes: &[u8]) {
     let req = match Request::parse(bytes) {
         Ok(r) => r,
         Err(e) => {
@@ -334,6 +372,7 @@ pub fn dispatch(handler: &dyn CuseHandler, sink: &dyn ReplySink, bytes: &[u8]) {
         pid: h.pid,
         uid: h.uid,
         gid: h.gid,
+        unique: h.unique,
     };
     let unique = h.unique;
     let sent = match req.op {
@@ -352,11 +391,11 @@ pub fn dispatch(handler: &dyn CuseHandler, sink: &dyn ReplySink, bytes: &[u8]) {
             handler.release(arg.fh);
             reply::ok(sink, unique, &[])
         }
-        Operation::Read(arg) => match handler.read(&caller, arg.fh, arg.size) {
+        Operation::Read(arg) => match handler.read(&caller, &arg) {
             Ok(data) => reply::ok(sink, unique, &[&data]),
             Err(e) => reply::error(sink, unique, e),
         },
-        Operation::Write { arg, data } => match handler.write(&caller, arg.fh, data) {
+        Operation::Write { arg, data } => match handler.write(&caller, &arg, data) {
             Ok(size) => {
                 let out = WriteOut { size, padding: 0 };
                 reply::ok(sink, unique, &[out.as_bytes()])
@@ -367,7 +406,7 @@ pub fn dispatch(handler: &dyn CuseHandler, sink: &dyn ReplySink, bytes: &[u8]) {
             let r = handler.ioctl(&caller, &arg, data);
             reply::ioctl(sink, unique, &r)
         }
-        Operation::Poll(arg) => match handler.poll(&caller, &arg) {
+        Operation::Poll(arg) => match handler.poll(&caller, &arg, waker) {
             Ok(revents) => {
                 let out = PollOut {
                     revents,
@@ -377,9 +416,13 @@ pub fn dispatch(handler: &dyn CuseHandler, sink: &dyn ReplySink, bytes: &[u8]) {
             }
             Err(e) => reply::error(sink, unique, e),
         },
-        // The command runs to completion and its reply is the answer; an interrupted
-        // caller gets the result (see docs/sg-compat.md).
-        Operation::Interrupt(_) => return,
+        // Never answered: a request that finishes anyway needs no reply to its interrupt,
+        // and -ENOSYS would switch interrupts off for good (then a blocked read could
+        // never be ended). SG_IO runs to completion; see docs/sg-compat.md.
+        Operation::Interrupt(arg) => {
+            handler.interrupt(arg.unique);
+            return;
+        }
         Operation::CuseInit(_) | Operation::Unknown(_) => reply::error(sink, unique, Errno::ENOSYS),
     };
     if let Err(e) = sent {
@@ -387,5 +430,24 @@ pub fn dispatch(handler: &dyn CuseHandler, sink: &dyn ReplySink, bytes: &[u8]) {
         if e.raw_os_error() != Some(libc::ENOENT) {
             tracing::warn!("reply to CUSE request {unique}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cuse::reply::testing::VecSink;
+
+    #[test]
+    fn poll_wake_up_golden_bytes() {
+        let sink = Arc::new(VecSink::default());
+        PollWaker::new(sink.clone()).wake(0x1122_3344_5566_7788);
+        let got = sink.0.lock().pop().unwrap();
+        #[rustfmt::skip]
+        let want: Vec<u8> = [
+            &[24u8, 0, 0, 0][..], &[1, 0, 0, 0], &[0; 8],               // len 24, FUSE_NOTIFY_POLL, unique 0
+            &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11],         // kh
+        ].concat();
+        assert_eq!(got, want);
     }
 }
