@@ -86,6 +86,18 @@ pub fn read_call(
     let raw = read_one(m, arg, abi.header_len())?;
     let hdr = SgIoHeader::decode(abi, &raw).ok_or(Errno::EINVAL)?;
     hdr.validate()?;
+    read_command(m, abi, hdr, check_cdb, max_transfer)
+}
+
+/// Reads what a validated header names (CDB, iovec list, data-out) and checks it, in sg's
+/// order: for SG_IO after its header, for write() with the header the caller wrote.
+pub fn read_command(
+    m: &dyn CallerMemory,
+    abi: Abi,
+    hdr: SgIoHeader,
+    check_cdb: CdbCheck<'_>,
+    max_transfer: usize,
+) -> Result<DirectCall, DirectError> {
     let dir = hdr.direction();
     let cdb_len = usize::from(hdr.cmd_len);
     // The common case (a linear buffer) reads the CDB and data-out with one syscall; sg's
@@ -118,8 +130,8 @@ pub fn read_call(
             });
         }
     }
-    // A fault here is EFAULT; the process was just reached, so it is reachable.
-    let cdb = read_one(m, hdr.cmdp, cdb_len).map_err(|_| Errno::EFAULT)?;
+    // The first touch of the caller's memory for write(): Unreachable stays a fallback.
+    let cdb = read_one(m, hdr.cmdp, cdb_len)?;
     check_cdb(&cdb)?;
     hdr.validate_transfer()?;
     let segments = if dir == Direction::None {
@@ -185,9 +197,39 @@ pub fn write_results(
     sense: &[u8],
     data_in_len: usize,
 ) -> Result<(), Errno> {
-    // One syscall, regions in sg's order: a fault stops it where sg would have stopped.
+    let at = IoctlIovec {
+        base: arg + abi.output_offset(),
+        len: output.len() as u64,
+    };
+    let (regions, bytes) = result_regions(call, sense, Some((at, output)), data_in_len);
+    m.write(&regions, &bytes).map_err(|_| Errno::EFAULT)
+}
+
+/// For read() of the asynchronous interface: the sense bytes and data-in go to the
+/// addresses the write()'s header named; the header itself is read()'s data.
+pub fn write_sense_and_data_in(
+    m: &dyn CallerMemory,
+    call: &DirectCall,
+    sense: &[u8],
+    data_in_len: usize,
+) -> Result<(), MemError> {
+    let (regions, bytes) = result_regions(call, sense, None, data_in_len);
+    if regions.is_empty() {
+        return Ok(());
+    }
+    m.write(&regions, &bytes)
+}
+
+/// The regions and bytes of one process_vm_writev, in sg's order, so that a fault stops
+/// it where sg would have stopped.
+fn result_regions(
+    call: &DirectCall,
+    sense: &[u8],
+    output: Option<(IoctlIovec, &[u8])>,
+    data_in_len: usize,
+) -> (Vec<IoctlIovec>, Vec<u8>) {
     let mut regions = Vec::with_capacity(call.segments.len() + 2);
-    let mut bytes = Vec::with_capacity(sense.len() + output.len() + data_in_len);
+    let mut bytes = Vec::with_capacity(sense.len() + 20 + data_in_len);
     if !sense.is_empty() {
         regions.push(IoctlIovec {
             base: call.header.sbp,
@@ -195,11 +237,10 @@ pub fn write_results(
         });
         bytes.extend_from_slice(sense);
     }
-    regions.push(IoctlIovec {
-        base: arg + abi.output_offset(),
-        len: output.len() as u64,
-    });
-    bytes.extend_from_slice(output);
+    if let Some((at, out)) = output {
+        regions.push(at);
+        bytes.extend_from_slice(out);
+    }
     if call.data_in_to_caller && data_in_len > 0 {
         // Only what the device transferred (see docs/sg-compat.md), across the segments.
         let mut left = data_in_len as u64;
@@ -213,7 +254,7 @@ pub fn write_results(
         }
         bytes.extend_from_slice(&call.data[..data_in_len]);
     }
-    m.write(&regions, &bytes).map_err(|_| Errno::EFAULT)
+    (regions, bytes)
 }
 
 #[cfg(test)]
