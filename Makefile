@@ -16,13 +16,20 @@ deps:
 build: clients
 	$(CARGO) build --release --locked --all-targets
 
-# Test clients for the lab: the sg ABI prober, native and 32-bit (compat ioctls).
-CLIENTS := target/clients/sgio_probe target/clients/sgio_probe32 target/clients/sgio_bench
+# Test clients for the lab: the sg ABI probers, native and 32-bit (compat ioctls).
+CLIENTS := target/clients/sgio_probe target/clients/sgio_probe32 target/clients/sgio_bench \
+	target/clients/sg_async_probe target/clients/sg_async_probe32
 clients: $(CLIENTS)
 target/clients/sgio_probe: tests/vm/clients/sgio_probe.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Werror -o $@ $<
 target/clients/sgio_probe32: tests/vm/clients/sgio_probe.c
+	@mkdir -p $(@D)
+	$(CC) -m32 -O2 -Wall -Werror -o $@ $<
+target/clients/sg_async_probe: tests/vm/clients/sg_async_probe.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Werror -o $@ $<
+target/clients/sg_async_probe32: tests/vm/clients/sg_async_probe.c
 	@mkdir -p $(@D)
 	$(CC) -m32 -O2 -Wall -Werror -o $@ $<
 target/clients/sgio_bench: tests/vm/clients/sgio_bench.c

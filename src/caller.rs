@@ -12,6 +12,7 @@
 
 use crate::cuse::abi::IoctlIovec;
 use crate::sg::direct::{CallerMemory, MemError};
+use crate::sg::header::Abi;
 use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
 use std::io::{IoSlice, IoSliceMut};
@@ -89,6 +90,108 @@ impl CallerMemory for ProcessMemory {
     }
 }
 
+/// The system call a thread is blocked in, from /proc/<tid>/syscall: how the daemon learns
+/// what a CUSE READ or WRITE does not carry, the caller's buffer address (read() under
+/// SG_SET_FORCE_PACK_ID) and whether it is a 32-bit caller (which sg_io_hdr layout).
+/// Readable with ptrace rights, as for process_vm_readv; the thread waits in the syscall
+/// while the daemon holds its request, so the line is stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockedSyscall {
+    pub nr: i64,
+    pub args: [u64; 6],
+}
+
+impl BlockedSyscall {
+    pub fn of(tid: u32) -> Option<BlockedSyscall> {
+        if tid == 0 {
+            return None;
+        }
+        let line = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
+        Self::parse(&line)
+    }
+
+    /// "nr arg1 .. arg6 sp pc", numbers in hex with 0x except nr; "-1 sp pc" or "running"
+    /// when not in a syscall.
+    pub fn parse(line: &str) -> Option<BlockedSyscall> {
+        let mut words = line.split_whitespace();
+        let nr: i64 = words.next()?.parse().ok()?;
+        if nr < 0 {
+            return None;
+        }
+        let mut args = [0u64; 6];
+        for a in &mut args {
+            let w = words.next()?;
+            *a = u64::from_str_radix(w.strip_prefix("0x")?, 16).ok()?;
+        }
+        Some(BlockedSyscall { nr, args })
+    }
+
+    /// For a thread in read(2)/pread64(2): its layout and buffer address. None for any
+    /// other call (readv, io_uring, ...), whose buffer is not one address.
+    pub fn read_buffer(&self) -> Option<(Abi, u64)> {
+        self.abi_of(&[NR_READ, NR_PREAD64], &[NR32_READ, NR32_PREAD64])
+            .map(|abi| (abi, self.args[1]))
+    }
+
+    /// The sg_io_hdr layout of a caller in any read or write call; None if unknown.
+    pub fn rw_abi(&self) -> Option<Abi> {
+        self.abi_of(
+            &[
+                NR_READ,
+                NR_WRITE,
+                NR_PREAD64,
+                NR_PWRITE64,
+                NR_READV,
+                NR_WRITEV,
+                295,
+                296,
+                327,
+                328,
+            ],
+            &[
+                NR32_READ,
+                NR32_WRITE,
+                NR32_PREAD64,
+                181,
+                145,
+                146,
+                333,
+                334,
+                378,
+                379,
+            ],
+        )
+    }
+
+    fn abi_of(&self, native: &[i64], compat: &[i64]) -> Option<Abi> {
+        // x32 numbers carry __X32_SYSCALL_BIT; the kernel treats x32 as compat for sg.
+        const X32: i64 = 0x4000_0000;
+        if self.nr & X32 != 0 && native.contains(&(self.nr & !X32)) {
+            return Some(Abi::Compat);
+        }
+        // On x86-64, /proc shows a 32-bit task's syscall by its i386 number; none of those
+        // numbers is a 64-bit read or write, so the two sets cannot be confused.
+        if native.contains(&self.nr) {
+            Some(Abi::Native)
+        } else if compat.contains(&self.nr) {
+            Some(Abi::Compat)
+        } else {
+            None
+        }
+    }
+}
+
+// x86-64 and i386 system call numbers (asm/unistd_64.h, asm/unistd_32.h).
+const NR_READ: i64 = 0;
+const NR_WRITE: i64 = 1;
+const NR_PREAD64: i64 = 17;
+const NR_PWRITE64: i64 = 18;
+const NR_READV: i64 = 19;
+const NR_WRITEV: i64 = 20;
+const NR32_READ: i64 = 3;
+const NR32_WRITE: i64 = 4;
+const NR32_PREAD64: i64 = 180;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +239,24 @@ mod tests {
             Err(MemError::Fault)
         );
         assert!(ProcessMemory::new(0).is_none());
+    }
+
+    #[test]
+    fn blocked_syscall_lines() {
+        let s =
+            BlockedSyscall::parse("0 0x3 0x7ffd1234 0x58 0x0 0x0 0x0 0x7ffd0000 0x7f0000001234\n")
+                .unwrap();
+        assert_eq!(s.read_buffer(), Some((Abi::Native, 0x7ffd1234)));
+        assert_eq!(s.rw_abi(), Some(Abi::Native));
+        let s = BlockedSyscall::parse("4 0x3 0xffd01000 0x40 0x0 0x0 0x0 0xffd00000 0xf7f00000")
+            .unwrap();
+        assert_eq!(s.rw_abi(), Some(Abi::Compat), "i386 write");
+        assert_eq!(s.read_buffer(), None, "not a read");
+        let s = BlockedSyscall::parse("19 0x3 0x7ffd1234 0x2 0x0 0x0 0x0 0x1 0x2").unwrap();
+        assert_eq!((s.rw_abi(), s.read_buffer()), (Some(Abi::Native), None));
+        assert_eq!(BlockedSyscall::parse("-1 0x7ffd0000 0x7f00"), None);
+        assert_eq!(BlockedSyscall::parse("running"), None);
+        assert_eq!(BlockedSyscall::parse("0 0x3"), None);
+        assert_eq!(BlockedSyscall::of(0), None);
     }
 }

@@ -1,7 +1,9 @@
 //! The daemon's lifecycle: discover the multipath maps, publish a node for each, serve
 //! until SIGTERM/SIGINT, then remove the nodes.
 
+pub mod async_io;
 pub mod devnums;
+pub mod executor;
 pub mod node;
 
 use crate::cuse::{CuseDevice, DeviceSpec};
@@ -67,6 +69,7 @@ pub fn run(opts: Options) -> Result<(), String> {
     let opener = sysfs_opener();
     let mut devices = Vec::new();
     let mut engines = Vec::new();
+    let mut nodes = Vec::new();
     for map in &maps {
         let minor = devnums.minor_for(&map_key(&map.name, &map.uuid));
         let spec = DeviceSpec {
@@ -78,7 +81,8 @@ pub fn run(opts: Options) -> Result<(), String> {
         let published = Engine::new(&map.name, dm.clone(), opener.clone()).and_then(|engine| {
             let engine = Arc::new(engine);
             engines.push(engine.clone());
-            let handler = Arc::new(node::MapNode::new(engine, opts.single_round));
+            let handler = Arc::new(node::MapNode::new(&map.name, engine, opts.single_round));
+            nodes.push(handler.clone());
             CuseDevice::create(spec.clone(), handler, opts.threads_per_map)
         });
         match published {
@@ -113,6 +117,10 @@ pub fn run(opts: Options) -> Result<(), String> {
     // finish what they hold and stop.
     for e in &engines {
         e.close();
+    }
+    // Reads waiting for a completion end with ENODEV, so no worker stays blocked.
+    for n in &nodes {
+        n.detach();
     }
     for d in devices {
         d.join();

@@ -2,9 +2,10 @@
 //! sg_ioctl_common) on top of the map's failover engine. Each errno is decided here, in
 //! one place per ioctl, as sg decides it; differences are listed in docs/sg-compat.md.
 
+use super::executor::Executor;
 use crate::caller::ProcessMemory;
-use crate::cuse::abi::{ioctl_flags, IoctlIn, IoctlIovec, PollIn};
-use crate::cuse::{Caller, CuseHandler, IoctlReply};
+use crate::cuse::abi::{ioctl_flags, IoctlIn, IoctlIovec, PollIn, ReadWriteIn};
+use crate::cuse::{Caller, CuseHandler, IoctlReply, PollWaker};
 use crate::errno::Errno;
 use crate::failover::Engine;
 use crate::path::PathCommand;
@@ -15,21 +16,35 @@ use crate::sg::header::{
     output_for, sense_bytes, transferred, Abi, Completion, Direction, SgIoHeader,
 };
 use crate::sg::plan::{plan, Round, Step, MAX_ROUND_TRANSFER};
-use parking_lot::Mutex;
-use std::collections::HashMap;
+use crate::sg::queue::RequestQueue;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use zerocopy::IntoBytes;
 
 /// Per open file, as sg keeps it in `struct sg_fd`.
-struct OpenFile {
+pub(super) struct OpenFile {
     flags: u32,
     timeout_user: AtomicI32,
     reserved_size: AtomicI32,
-    cmd_q: AtomicBool,
+    pub(super) cmd_q: AtomicBool,
     keep_orphan: AtomicI32,
-    force_pack_id: AtomicBool,
+    pub(super) force_pack_id: AtomicBool,
     next_cmd_len: AtomicI32,
+    /// Requests in flight (SG_IO's and write()'s) and the armed poll wake-up.
+    pub(super) state: Mutex<FileState>,
+    /// Signalled when a write() request completes (or the node goes away).
+    pub(super) completed: Condvar,
+    /// The layout last seen for a thread: (tid << 1) | compat, 0 for none.
+    pub(super) abi_cache: AtomicU64,
+}
+
+#[derive(Default)]
+pub(super) struct FileState {
+    pub(super) requests: RequestQueue<super::async_io::AsyncResult>,
+    /// FUSE_NOTIFY_POLL to send on the next completion: (kh, waker).
+    pub(super) poll: Option<(u64, PollWaker)>,
 }
 
 impl OpenFile {
@@ -42,12 +57,23 @@ impl OpenFile {
 }
 
 pub struct MapNode {
-    engine: Arc<Engine>,
+    pub(super) engine: Arc<Engine>,
     /// Serve SG_IO in one round through the caller's memory when it can be reached.
     single_round: bool,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
+    /// Runs the commands write() queues.
+    pub(super) executor: Executor,
+    /// The node is going away: waiting reads end with ENODEV, poll says POLLHUP.
+    pub(super) detaching: AtomicBool,
+    /// Reads waiting for a completion, by request unique (for FUSE_INTERRUPT).
+    pub(super) readers: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// Uniques the kernel sent FUSE_INTERRUPT for (bounded; see `interrupt`).
+    pub(super) interrupted: Mutex<BTreeSet<u64>>,
 }
+
+/// Threads per map running write()'s commands: 16 requests per open file, several files.
+const MAX_ASYNC_THREADS: usize = 64;
 
 /// sg's SG_SET_TIMEOUT ceiling: mult_frac(INT_MAX, USER_HZ, HZ) with Debian's HZ=250.
 const MAX_TIMEOUT_USER: i32 = (i32::MAX as i64 * 100 / 250) as i32;
@@ -95,12 +121,31 @@ fn get_int(arg: &IoctlIn, data: &[u8], act: impl FnOnce(i32) -> Result<(), Errno
 }
 
 impl MapNode {
-    pub fn new(engine: Arc<Engine>, single_round: bool) -> MapNode {
+    pub fn new(name: &str, engine: Arc<Engine>, single_round: bool) -> MapNode {
         MapNode {
             engine,
             single_round,
             files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            executor: Executor::new(name, MAX_ASYNC_THREADS),
+            detaching: AtomicBool::new(false),
+            readers: Mutex::new(HashMap::new()),
+            interrupted: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The map is going away (or the daemon stops): waiting reads end with ENODEV,
+    /// pollers see POLLHUP, write() and SG_IO get ENODEV, queued commands still run.
+    pub fn detach(&self) {
+        self.detaching.store(true, Ordering::SeqCst);
+        self.executor.stop();
+        let files: Vec<_> = self.files.lock().values().cloned().collect();
+        for f in files {
+            let poll = f.state.lock().poll.take();
+            f.completed.notify_all();
+            if let Some((kh, waker)) = poll {
+                waker.wake(kh);
+            }
         }
     }
 
@@ -125,15 +170,21 @@ impl MapNode {
         transfer_len: usize,
         data: &mut [u8],
     ) -> Result<Completion, Errno> {
-        let mut cmd = PathCommand {
-            cdb,
-            direction: hdr.direction(),
-            transfer_len,
-            data: if data.is_empty() { None } else { Some(data) },
-            timeout_ms: hdr.timeout,
-            flags: hdr.flags,
-        };
-        self.engine.execute(&mut cmd)
+        run_on(&self.engine, hdr, cdb, transfer_len, data)
+    }
+
+    /// Takes one of the file's SG_MAX_QUEUE slots for an SG_IO (EDOM when none is left,
+    /// as sg_add_request()); the guard gives it back.
+    fn sg_io_slot<'a>(&self, file: &'a OpenFile, hdr: &SgIoHeader) -> Result<SgIoSlot<'a>, Errno> {
+        if self.detaching.load(Ordering::Relaxed) {
+            return Err(Errno::ENODEV);
+        }
+        let id = file
+            .state
+            .lock()
+            .requests
+            .add(hdr.pack_id, hdr.usr_ptr, true, true)?;
+        Ok(SgIoSlot { file, id })
     }
 
     /// SG_IO in one round through the caller's memory; None when the caller cannot be
@@ -165,6 +216,10 @@ impl MapNode {
         };
         file.cmd_q.store(true, Ordering::Relaxed);
         let hdr = call.header;
+        let _slot = match self.sg_io_slot(file, &hdr) {
+            Ok(s) => s,
+            Err(e) => return Some(IoctlReply::Error(e)),
+        };
         let cdb = std::mem::take(&mut call.cdb);
         let mut data = std::mem::take(&mut call.data);
         let completion = match self.run(&hdr, &cdb, call.transfer_len, &mut data) {
@@ -243,6 +298,10 @@ impl MapNode {
             Step::Execute(call) => call,
         };
         let hdr = &call.header;
+        let _slot = match self.sg_io_slot(file, hdr) {
+            Ok(s) => s,
+            Err(e) => return IoctlReply::Error(e),
+        };
         let mut buf = match hdr.direction() {
             Direction::ToDevice if !call.data_out.is_empty() => call.data_out.to_vec(),
             Direction::FromDevice if call.data_in_to_caller => vec![0u8; call.transfer_len],
@@ -268,6 +327,37 @@ impl MapNode {
             result: 0,
             out: reply,
         }
+    }
+}
+
+/// One command on the map, outside any borrow of the node (write()'s jobs run it too).
+pub(super) fn run_on(
+    engine: &Engine,
+    hdr: &SgIoHeader,
+    cdb: &[u8],
+    transfer_len: usize,
+    data: &mut [u8],
+) -> Result<Completion, Errno> {
+    let mut cmd = PathCommand {
+        cdb,
+        direction: hdr.direction(),
+        transfer_len,
+        data: if data.is_empty() { None } else { Some(data) },
+        timeout_ms: hdr.timeout,
+        flags: hdr.flags,
+    };
+    engine.execute(&mut cmd)
+}
+
+/// An SG_IO's place in its file's request list, for as long as it runs.
+struct SgIoSlot<'a> {
+    file: &'a OpenFile,
+    id: u64,
+}
+
+impl Drop for SgIoSlot<'_> {
+    fn drop(&mut self) {
+        self.file.state.lock().requests.remove(self.id);
     }
 }
 
@@ -314,6 +404,9 @@ impl CuseHandler for MapNode {
             keep_orphan: AtomicI32::new(0),
             force_pack_id: AtomicBool::new(false),
             next_cmd_len: AtomicI32::new(0),
+            state: Mutex::new(FileState::default()),
+            completed: Condvar::new(),
+            abi_cache: AtomicU64::new(0),
         };
         self.files.lock().insert(fh, Arc::new(file));
         Ok(fh)
@@ -323,18 +416,26 @@ impl CuseHandler for MapNode {
         self.files.lock().remove(&fh);
     }
 
-    // The sg asynchronous interface (write() a header, read() the completion) is not
-    // served yet: docs/sg-compat.md.
-    fn read(&self, _: &Caller, _: u64, _: u32) -> Result<Vec<u8>, Errno> {
-        Err(Errno::ENOSYS)
+    fn read(&self, caller: &Caller, arg: &ReadWriteIn) -> Result<Vec<u8>, Errno> {
+        let file = self.file(arg.fh).ok_or(Errno::ENXIO)?;
+        self.async_read(caller, &file, arg)
     }
 
-    fn write(&self, _: &Caller, _: u64, _: &[u8]) -> Result<u32, Errno> {
-        Err(Errno::ENOSYS)
+    fn write(&self, caller: &Caller, arg: &ReadWriteIn, data: &[u8]) -> Result<u32, Errno> {
+        let file = self.file(arg.fh).ok_or(Errno::ENXIO)?;
+        self.async_write(caller, &file, data)
     }
 
-    fn poll(&self, _: &Caller, _: &PollIn) -> Result<u32, Errno> {
-        Err(Errno::ENOSYS)
+    fn poll(&self, _: &Caller, arg: &PollIn, waker: &PollWaker) -> Result<u32, Errno> {
+        // sg_poll() answers POLLERR for a file it does not know.
+        let Some(file) = self.file(arg.fh) else {
+            return Ok(libc::POLLERR as u32);
+        };
+        Ok(self.async_poll(&file, arg, waker))
+    }
+
+    fn interrupt(&self, unique: u64) {
+        self.interrupt_read(unique);
     }
 
     fn ioctl(&self, caller: &Caller, arg: &IoctlIn, data: &[u8]) -> IoctlReply {
@@ -424,13 +525,16 @@ impl CuseHandler for MapNode {
                 file.next_cmd_len.store(v.max(0), Ordering::Relaxed);
                 Ok(())
             }),
-            // No request of the asynchronous interface is ever pending (see read()).
-            SG_GET_PACK_ID => put_int(arg, -1),
-            SG_GET_NUM_WAITING => put_int(arg, 0),
+            SG_GET_PACK_ID => put_int(arg, file.state.lock().requests.first_waiting_pack_id()),
+            SG_GET_NUM_WAITING => put_int(arg, file.state.lock().requests.num_waiting()),
             SG_GET_REQUEST_TABLE => {
-                // SG_MAX_QUEUE entries of sg_req_info (24 bytes native, 20 compat), all empty.
-                let size = abi::SG_MAX_QUEUE * if compat { 20 } else { 24 };
-                put(arg, &vec![0u8; size])
+                let abi = if compat { Abi::Compat } else { Abi::Native };
+                let table = file
+                    .state
+                    .lock()
+                    .requests
+                    .request_table(abi, std::time::Instant::now());
+                put(arg, &table)
             }
             SG_GET_ACCESS_COUNT => put_int(arg, 1),
             SG_GET_LOW_DMA => put_int(arg, 0),

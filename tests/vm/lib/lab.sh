@@ -285,6 +285,8 @@ LAB_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 MPATH_SGD=$LAB_REPO/target/release/mpath-sgd
 SGIO_PROBE=$LAB_REPO/target/clients/sgio_probe
 SGIO_PROBE32=$LAB_REPO/target/clients/sgio_probe32
+SG_ASYNC_PROBE=$LAB_REPO/target/clients/sg_async_probe
+SG_ASYNC_PROBE32=$LAB_REPO/target/clients/sg_async_probe32
 
 # mpathsg_start [ARGS...]: run the daemon in the background (its log in
 # $LAB_OUT/<scenario>-mpath-sgd.log) and wait until it serves its maps.

@@ -1,0 +1,363 @@
+//! sg's asynchronous interface on a node (drivers/scsi/sg.c, Linux 6.1: sg_write,
+//! sg_new_write, sg_read, get_sg_io_pack_id, sg_new_read, sg_poll): write() of a v3 header
+//! queues a command, read() returns a completed one, poll() says which is possible.
+//!
+//! Through CUSE, write() and read() carry only the header bytes, while the header points
+//! at the CDB, the data and the sense buffer. The caller waits in its write() or read()
+//! while the daemon holds the request (see crate::caller), so the daemon reads the CDB
+//! and data-out from the caller during write(), and writes sense and data-in during
+//! read(), as sg copies them in the same calls. What /proc/<tid>/syscall tells is used
+//! for the rest: the read buffer's address (SG_SET_FORCE_PACK_ID) and 32-bit callers.
+
+use super::node::{run_on, MapNode, OpenFile};
+use crate::caller::{BlockedSyscall, ProcessMemory};
+use crate::cuse::abi::{PollIn, ReadWriteIn, FUSE_POLL_SCHEDULE_NOTIFY};
+use crate::cuse::{Caller, PollWaker};
+use crate::errno::Errno;
+use crate::sg::direct::{self, CallerMemory, DirectCall, DirectError, MemError};
+use crate::sg::header::{output_for, sense_bytes, transferred, Abi, Completion, SgIoHeader};
+use crate::sg::queue::Reap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use zerocopy::IntoBytes;
+
+/// sizeof(struct sg_header), the v1/v2 header: the least a write() must carry.
+const SZ_SG_HEADER: usize = 36;
+/// A READ reply carries at most max_read bytes (session.rs MAX_RW).
+const MAX_READ: usize = 128 * 1024;
+/// FUSE_INTERRUPTs remembered for requests not (yet) waiting: see `interrupt_read`.
+const MAX_REMEMBERED_INTERRUPTS: usize = 256;
+
+/// A completed write() request, waiting for read().
+#[derive(Debug)]
+pub struct AsyncResult {
+    abi: Abi,
+    /// The header as written: read() returns it with the output fields filled in.
+    raw_header: Vec<u8>,
+    call: DirectCall,
+    outcome: Result<Completion, Errno>,
+}
+
+impl MapNode {
+    /// write(): sg_write() then sg_new_write(), each errno in sg's order.
+    pub(super) fn async_write(
+        &self,
+        caller: &Caller,
+        file: &Arc<OpenFile>,
+        data: &[u8],
+    ) -> Result<u32, Errno> {
+        if self.detaching.load(Ordering::SeqCst) {
+            return Err(Errno::ENODEV);
+        }
+        if data.len() < SZ_SG_HEADER {
+            return Err(Errno::EIO);
+        }
+        let reply_len = i32::from_ne_bytes(data[4..8].try_into().expect("4 bytes"));
+        if reply_len >= 0 {
+            // The v1/v2 sg_header interface (obsolete since sg 3.0, 1999): not served.
+            tracing::debug!(tid = caller.pid, "write() of a v2 sg_header refused");
+            return Err(Errno::EINVAL);
+        }
+        // sg_new_write() wants SZ_SG_IO_HDR, the 64-bit header's size, from 32-bit
+        // callers too (whose header it then reads in their 64-byte layout).
+        if data.len() < Abi::Native.header_len() {
+            return Err(Errno::EINVAL);
+        }
+        let abi = self.caller_abi(caller, file);
+        // sg_new_write() turns command queuing on as soon as it sees a v3 header.
+        file.cmd_q.store(true, Ordering::Relaxed);
+        let hdr = SgIoHeader::decode(abi, data).expect("length checked");
+        let id = file
+            .state
+            .lock()
+            .requests
+            .add(hdr.pack_id, hdr.usr_ptr, false, true)?;
+        let call = match self.read_async_command(caller, abi, hdr) {
+            Ok(c) => c,
+            Err(e) => {
+                file.state.lock().requests.remove(id);
+                return Err(e);
+            }
+        };
+        let raw_header = data[..abi.header_len()].to_vec();
+        let engine = self.engine.clone();
+        let file = file.clone();
+        self.executor.submit(move || {
+            let mut call = call;
+            let mut buf = std::mem::take(&mut call.data);
+            let outcome = run_on(
+                &engine,
+                &call.header,
+                &call.cdb,
+                call.transfer_len,
+                &mut buf,
+            );
+            call.data = buf;
+            call.cdb = Vec::new();
+            let (duration, problem) = match &outcome {
+                Ok(c) => {
+                    // sg_req_info.problem: masked_status || host_status || driver_status
+                    // (sg.c since "scsi: sg: fix ... problem", in 6.1; it was `&` before).
+                    let (out, _) = output_for(&call.header, c);
+                    let problem =
+                        out.masked_status != 0 || out.host_status != 0 || out.driver_status != 0;
+                    (c.duration_ms, u8::from(problem))
+                }
+                Err(_) => (0, 0),
+            };
+            let result = AsyncResult {
+                abi,
+                raw_header,
+                call,
+                outcome,
+            };
+            let poll = {
+                let mut st = file.state.lock();
+                st.requests.complete(id, duration, problem, result);
+                st.poll.take()
+            };
+            file.completed.notify_all();
+            if let Some((kh, waker)) = poll {
+                waker.wake(kh);
+            }
+        });
+        Ok(data.len() as u32)
+    }
+
+    /// The CDB and data-out a written header names, read from the caller now, as
+    /// sg_new_write() and sg_start_req() copy them. write() has no permission check on
+    /// the CDB (sg_write passes read_only 0: a writable fd may send anything).
+    fn read_async_command(
+        &self,
+        caller: &Caller,
+        abi: Abi,
+        hdr: SgIoHeader,
+    ) -> Result<DirectCall, Errno> {
+        hdr.validate()?;
+        let unreachable = || {
+            tracing::warn!(
+                tid = caller.pid,
+                "write() on the node: the caller's memory cannot be reached (another pid \
+                 namespace, or no ptrace rights); answering EPERM"
+            );
+            Errno::EPERM
+        };
+        let memory = ProcessMemory::new(caller.pid).ok_or_else(unreachable)?;
+        let allow_all = |_: &[u8]| Ok(());
+        direct::read_command(&memory, abi, hdr, &allow_all, self.engine.max_hw_transfer()).map_err(
+            |e| match e {
+                DirectError::Errno(e) => e,
+                DirectError::Unreachable => unreachable(),
+            },
+        )
+    }
+
+    /// 32-bit or 64-bit layout for this caller, from the syscall it is blocked in; one
+    /// thread's answer is kept per file.
+    fn caller_abi(&self, caller: &Caller, file: &OpenFile) -> Abi {
+        let tid = u64::from(caller.pid);
+        let cached = file.abi_cache.load(Ordering::Relaxed);
+        if cached != 0 && cached >> 1 == tid {
+            return if cached & 1 == 1 {
+                Abi::Compat
+            } else {
+                Abi::Native
+            };
+        }
+        let abi = BlockedSyscall::of(caller.pid)
+            .and_then(|s| s.rw_abi())
+            .unwrap_or(Abi::Native);
+        if tid != 0 {
+            file.abi_cache
+                .store(tid << 1 | u64::from(abi == Abi::Compat), Ordering::Relaxed);
+        }
+        abi
+    }
+
+    /// read(): sg_read() then sg_new_read().
+    pub(super) fn async_read(
+        &self,
+        caller: &Caller,
+        file: &Arc<OpenFile>,
+        arg: &ReadWriteIn,
+    ) -> Result<Vec<u8>, Errno> {
+        let count = arg.size as usize;
+        let pack_id = if file.force_pack_id.load(Ordering::Relaxed) {
+            requested_pack_id(caller, count)?
+        } else {
+            -1
+        };
+        let nonblock = arg.flags & libc::O_NONBLOCK as u32 != 0;
+        let result = self.reap(caller, file, pack_id, nonblock)?;
+        finish_read(caller, count, result)
+    }
+
+    /// The completion read() returns, waiting for one unless O_NONBLOCK. A wait ends with
+    /// ENODEV when the node goes away and with EINTR when the caller is signalled.
+    fn reap(
+        &self,
+        caller: &Caller,
+        file: &Arc<OpenFile>,
+        pack_id: i32,
+        nonblock: bool,
+    ) -> Result<AsyncResult, Errno> {
+        {
+            let mut st = file.state.lock();
+            if let Reap::Ready(r) = st.requests.reap(pack_id) {
+                return Ok(r);
+            }
+        }
+        if self.detaching.load(Ordering::SeqCst) {
+            return Err(Errno::ENODEV);
+        }
+        if nonblock {
+            return Err(Errno::EAGAIN);
+        }
+        // Registered before the first look at `interrupted`, so that an interrupt either
+        // is seen there or finds this reader and wakes it.
+        self.readers.lock().insert(caller.unique, file.clone());
+        let result = {
+            let mut st = file.state.lock();
+            loop {
+                if let Reap::Ready(r) = st.requests.reap(pack_id) {
+                    break Ok(r);
+                }
+                // sg 6.1 keeps waiting on a detaching device while a matching request
+                // runs; here the node is going away with the daemon, so end now.
+                if self.detaching.load(Ordering::SeqCst) {
+                    break Err(Errno::ENODEV);
+                }
+                if self.interrupted.lock().remove(&caller.unique) {
+                    // sg answers -ERESTARTSYS; FUSE cannot pass that on, so EINTR.
+                    break Err(Errno::EINTR);
+                }
+                file.completed.wait(&mut st);
+            }
+        };
+        self.readers.lock().remove(&caller.unique);
+        self.interrupted.lock().remove(&caller.unique);
+        result
+    }
+
+    /// FUSE_INTERRUPT for request `unique`. Only a waiting read() can be ended; the
+    /// interrupt may arrive before that read starts to wait (another worker reads it), so
+    /// it is remembered, a bounded number of them: uniques grow, the oldest go first.
+    pub(super) fn interrupt_read(&self, unique: u64) {
+        {
+            let mut set = self.interrupted.lock();
+            set.insert(unique);
+            while set.len() > MAX_REMEMBERED_INTERRUPTS {
+                set.pop_first();
+            }
+        }
+        let reader = self.readers.lock().get(&unique).cloned();
+        if let Some(file) = reader {
+            // Taking the lock orders this with the reader's check-then-wait.
+            drop(file.state.lock());
+            file.completed.notify_all();
+        }
+    }
+
+    /// poll(): sg_poll()'s mask; arms a FUSE_NOTIFY_POLL for the next completion.
+    pub(super) fn async_poll(&self, file: &OpenFile, arg: &PollIn, waker: &PollWaker) -> u32 {
+        let detaching = self.detaching.load(Ordering::SeqCst);
+        let mut st = file.state.lock();
+        let mask = st
+            .requests
+            .poll_mask(file.cmd_q.load(Ordering::Relaxed), detaching);
+        if arg.flags & FUSE_POLL_SCHEDULE_NOTIFY != 0 && !detaching {
+            st.poll = Some((arg.kh, waker.clone()));
+        }
+        mask
+    }
+}
+
+/// get_sg_io_pack_id(): under SG_SET_FORCE_PACK_ID, read() takes the pack_id from the
+/// header in the caller's buffer. A caller whose buffer address cannot be learned
+/// (readv, io_uring, another pid namespace) gets any completion, as with pack_id -1.
+fn requested_pack_id(caller: &Caller, count: usize) -> Result<i32, Errno> {
+    if count < SZ_SG_HEADER {
+        return Ok(-1);
+    }
+    let (Some((abi, buf)), Some(memory)) = (
+        BlockedSyscall::of(caller.pid).and_then(|s| s.read_buffer()),
+        ProcessMemory::new(caller.pid),
+    ) else {
+        tracing::debug!(tid = caller.pid, "read buffer unknown; pack_id -1");
+        return Ok(-1);
+    };
+    let len = count.min(abi.header_len());
+    let mut head = vec![0u8; len];
+    let region = crate::cuse::abi::IoctlIovec {
+        base: buf,
+        len: len as u64,
+    };
+    match memory.read(&[region], &mut [&mut head]) {
+        Ok(()) => {}
+        Err(MemError::Fault) => return Err(Errno::EFAULT),
+        Err(MemError::Unreachable) => return Ok(-1),
+    }
+    let int_at = |off: usize| i32::from_ne_bytes(head[off..off + 4].try_into().expect("4 bytes"));
+    if int_at(4) >= 0 {
+        // A v2 sg_header: pack_id at offset 8.
+        return Ok(int_at(8));
+    }
+    if count >= abi.header_len() {
+        let off = match abi {
+            Abi::Native => 48,
+            Abi::Compat => 36,
+        };
+        return Ok(int_at(off));
+    }
+    Ok(-1)
+}
+
+/// sg_new_read(): sense to sbp, data-in to the data buffer, the header as read()'s data.
+/// The request is used up even when this fails, as in sg.
+fn finish_read(caller: &Caller, count: usize, r: AsyncResult) -> Result<Vec<u8>, Errno> {
+    let hdr_len = r.abi.header_len();
+    if count < hdr_len {
+        return Err(Errno::EINVAL);
+    }
+    let completion = r.outcome?;
+    let (out, sense_len) = output_for(&r.call.header, &completion);
+    let sense = sense_bytes(&completion, sense_len);
+    let data_in = transferred(r.call.transfer_len, completion.resid);
+    if !sense.is_empty() || (r.call.data_in_to_caller && data_in > 0) {
+        let memory = ProcessMemory::new(caller.pid).ok_or(Errno::EPERM)?;
+        match direct::write_sense_and_data_in(&memory, &r.call, &sense, data_in) {
+            Ok(()) => {}
+            Err(MemError::Fault) => return Err(Errno::EFAULT),
+            Err(MemError::Unreachable) => return Err(Errno::EPERM),
+        }
+    }
+    let mut reply = r.raw_header;
+    let off = r.abi.output_offset() as usize;
+    reply[off..off + out.as_bytes().len()].copy_from_slice(out.as_bytes());
+    // sg writes the header and returns count, leaving the rest of the buffer alone; a
+    // READ reply's length is read()'s result, so the rest is handed back unchanged.
+    if count > hdr_len {
+        append_buffer_tail(caller, count.min(MAX_READ), &mut reply);
+    }
+    Ok(reply)
+}
+
+/// Appends the caller's own bytes past the header, so that read() returns `count` with
+/// the buffer unchanged there. If they cannot be read, read() returns the header length.
+fn append_buffer_tail(caller: &Caller, count: usize, reply: &mut Vec<u8>) {
+    let (Some((_, buf)), Some(memory)) = (
+        BlockedSyscall::of(caller.pid).and_then(|s| s.read_buffer()),
+        ProcessMemory::new(caller.pid),
+    ) else {
+        return;
+    };
+    let start = reply.len();
+    let mut tail = vec![0u8; count - start];
+    let region = crate::cuse::abi::IoctlIovec {
+        base: buf + start as u64,
+        len: tail.len() as u64,
+    };
+    if memory.read(&[region], &mut [&mut tail]).is_ok() {
+        reply.extend_from_slice(&tail);
+    }
+}
