@@ -7,4 +7,4 @@ pub mod request;
 pub mod session;
 
 pub use reply::IoctlReply;
-pub use session::{Caller, CuseDevice, CuseHandler, DeviceSpec, PollWaker};
+pub use session::{Caller, CuseDevice, CuseHandler, DeviceSpec, PollWaker, Written};

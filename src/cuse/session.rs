@@ -77,7 +77,7 @@ pub trait CuseHandler: Send + Sync + 'static {
     /// `arg.flags` are the file's f_flags (O_NONBLOCK); the reply is the data read.
     fn read(&self, caller: &Caller, arg: &ReadWriteIn) -> Result<Vec<u8>, Errno>;
     /// The bytes written; the reply is how many were taken.
-    fn write(&self, caller: &Caller, arg: &ReadWriteIn, data: &[u8]) -> Result<u32, Errno>;
+    fn write(&self, caller: &Caller, arg: &ReadWriteIn, data: &[u8]) -> Result<Written, Errno>;
     fn ioctl(&self, caller: &Caller, arg: &IoctlIn, data: &[u8]) -> IoctlReply;
     /// revents, or an errno (ENOSYS makes the kernel assume a default mask for good).
     /// With FUSE_POLL_SCHEDULE_NOTIFY in `arg.flags`, `waker.wake(arg.kh)` must follow
@@ -87,6 +87,13 @@ pub trait CuseHandler: Send + Sync + 'static {
     /// (a blocking read) must then end with EINTR: the kernel does not let the caller go,
     /// not even for SIGKILL, before the request is answered. Never answered itself.
     fn interrupt(&self, unique: u64);
+}
+
+/// What a write() answers: the count for the caller, and work to do on the same worker
+/// once the caller has its answer (sg's write() returns as soon as the command is queued).
+pub struct Written {
+    pub size: u32,
+    pub then: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// Name and numbers of the character device to publish.
@@ -396,9 +403,15 @@ pub fn dispatch(handler: &dyn CuseHandler, sink: &dyn ReplySink, waker: &PollWak
             Err(e) => reply::error(sink, unique, e),
         },
         Operation::Write { arg, data } => match handler.write(&caller, &arg, data) {
-            Ok(size) => {
+            Ok(Written { size, then }) => {
                 let out = WriteOut { size, padding: 0 };
-                reply::ok(sink, unique, &[out.as_bytes()])
+                let sent = reply::ok(sink, unique, &[out.as_bytes()]);
+                // The pool counts this worker busy until it returns, and starts another
+                // reader if it was the last idle one.
+                if let Some(job) = then {
+                    job();
+                }
+                sent
             }
             Err(e) => reply::error(sink, unique, e),
         },

@@ -3,7 +3,6 @@
 
 pub mod async_io;
 pub mod devnums;
-pub mod executor;
 pub mod node;
 
 use crate::cuse::{CuseDevice, DeviceSpec};
@@ -81,7 +80,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         let published = Engine::new(&map.name, dm.clone(), opener.clone()).and_then(|engine| {
             let engine = Arc::new(engine);
             engines.push(engine.clone());
-            let handler = Arc::new(node::MapNode::new(&map.name, engine, opts.single_round));
+            let handler = Arc::new(node::MapNode::new(engine, opts.single_round));
             nodes.push(handler.clone());
             CuseDevice::create(spec.clone(), handler, opts.threads_per_map)
         });

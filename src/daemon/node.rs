@@ -2,10 +2,9 @@
 //! sg_ioctl_common) on top of the map's failover engine. Each errno is decided here, in
 //! one place per ioctl, as sg decides it; differences are listed in docs/sg-compat.md.
 
-use super::executor::Executor;
 use crate::caller::ProcessMemory;
 use crate::cuse::abi::{ioctl_flags, IoctlIn, IoctlIovec, PollIn, ReadWriteIn};
-use crate::cuse::{Caller, CuseHandler, IoctlReply, PollWaker};
+use crate::cuse::{Caller, CuseHandler, IoctlReply, PollWaker, Written};
 use crate::errno::Errno;
 use crate::failover::Engine;
 use crate::path::PathCommand;
@@ -62,8 +61,6 @@ pub struct MapNode {
     single_round: bool,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
-    /// Runs the commands write() queues.
-    pub(super) executor: Executor,
     /// The node is going away: waiting reads end with ENODEV, poll says POLLHUP.
     pub(super) detaching: AtomicBool,
     /// Reads waiting for a completion, by request unique (for FUSE_INTERRUPT).
@@ -71,9 +68,6 @@ pub struct MapNode {
     /// Uniques the kernel sent FUSE_INTERRUPT for (bounded; see `interrupt`).
     pub(super) interrupted: Mutex<BTreeSet<u64>>,
 }
-
-/// Threads per map running write()'s commands: 16 requests per open file, several files.
-const MAX_ASYNC_THREADS: usize = 64;
 
 /// sg's SG_SET_TIMEOUT ceiling: mult_frac(INT_MAX, USER_HZ, HZ) with Debian's HZ=250.
 const MAX_TIMEOUT_USER: i32 = (i32::MAX as i64 * 100 / 250) as i32;
@@ -121,13 +115,12 @@ fn get_int(arg: &IoctlIn, data: &[u8], act: impl FnOnce(i32) -> Result<(), Errno
 }
 
 impl MapNode {
-    pub fn new(name: &str, engine: Arc<Engine>, single_round: bool) -> MapNode {
+    pub fn new(engine: Arc<Engine>, single_round: bool) -> MapNode {
         MapNode {
             engine,
             single_round,
             files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            executor: Executor::new(name, MAX_ASYNC_THREADS),
             detaching: AtomicBool::new(false),
             readers: Mutex::new(HashMap::new()),
             interrupted: Mutex::new(BTreeSet::new()),
@@ -135,10 +128,9 @@ impl MapNode {
     }
 
     /// The map is going away (or the daemon stops): waiting reads end with ENODEV,
-    /// pollers see POLLHUP, write() and SG_IO get ENODEV, queued commands still run.
+    /// pollers see POLLHUP, write() and SG_IO get ENODEV, commands in flight still finish.
     pub fn detach(&self) {
         self.detaching.store(true, Ordering::SeqCst);
-        self.executor.stop();
         let files: Vec<_> = self.files.lock().values().cloned().collect();
         for f in files {
             let poll = f.state.lock().poll.take();
@@ -421,7 +413,7 @@ impl CuseHandler for MapNode {
         self.async_read(caller, &file, arg)
     }
 
-    fn write(&self, caller: &Caller, arg: &ReadWriteIn, data: &[u8]) -> Result<u32, Errno> {
+    fn write(&self, caller: &Caller, arg: &ReadWriteIn, data: &[u8]) -> Result<Written, Errno> {
         let file = self.file(arg.fh).ok_or(Errno::ENXIO)?;
         self.async_write(caller, &file, data)
     }

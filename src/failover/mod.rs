@@ -3,5 +3,7 @@
 
 pub mod engine;
 pub mod policy;
+#[cfg(test)]
+pub mod testing;
 
 pub use engine::{Engine, Limits, PathOpener};

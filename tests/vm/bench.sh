@@ -12,11 +12,29 @@ lab_map mpatha --group "$a" "$b" # one path in use, as on /dev/sgN
 node=/dev/mpath-sg/mpatha
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Context switches of all the daemon's threads (threads that have exited are not counted).
+ctx_switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'; }
 workloads() { # TARGET DEVICE [skip-1m]
 	"$BENCH" "$1 rand4k-qd1" "$2" 1 4096 "$SECS" rand | tee -a "$R"
 	"$BENCH" "$1 rand4k-qd16" "$2" 16 4096 "$SECS" rand | tee -a "$R"
 	"$BENCH" "$1 seq124k" "$2" 1 126976 "$SECS" seq | tee -a "$R"
 	[ "${3:-}" = skip-1m ] || "$BENCH" "$1 seq1m" "$2" 1 1048576 "$SECS" seq | tee -a "$R"
+	[ "${3:-}" = skip-1m ] || fio_workload "$1" "$2"
+}
+# fio's sg engine, 4 KiB random reads at iodepth 16: write()/poll()/read() on character
+# devices (sg, the node), SG_IO on block devices (dm).
+fio_workload() { # TARGET DEVICE
+	fio --name=bench --filename="$2" --ioengine=sg --rw=randread --bs=4k --iodepth=16 \
+		--size=64m --runtime="$SECS" --time_based --output-format=json \
+		--output="$LAB_OUT/fio-$1.json" >/dev/null 2>&1 || die "fio on $2 failed"
+	python3 - "$LAB_OUT/fio-$1.json" "$1" <<'PY' | tee -a "$R"
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+r = j["read"]
+p = r["clat_ns"]["percentile"]
+print(f'{sys.argv[2]} fio-qd16 cmds={r["total_ios"]} errors={j["error"]} iops={int(r["iops"])} '
+      f'mbps={r["bw_bytes"] / 1e6:.1f} p50_us={p["50.000000"] // 1000} p99_us={p["99.000000"] // 1000}')
+PY
 }
 
 step "/dev/sgN ($sg)"
@@ -28,6 +46,15 @@ mpathsg_start
 t0=$(cpu_ticks "$MPATHSG_PID")
 workloads node "$node"
 t1=$(cpu_ticks "$MPATHSG_PID")
+# Context switches per command: SG_IO at QD1, and fio's write()/poll()/read() at QD16.
+c0=$(ctx_switches "$MPATHSG_PID")
+"$BENCH" "ctx sgio-qd1" "$node" 1 4096 "$SECS" rand >"$LAB_OUT/ctx1.txt"
+c1=$(ctx_switches "$MPATHSG_PID")
+fio_workload ctxfio "$node" >/dev/null
+c2=$(ctx_switches "$MPATHSG_PID")
+n1=$(sed -n 's/.* cmds=\([0-9]*\) .*/\1/p' "$LAB_OUT/ctx1.txt")
+n2=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["jobs"][0]["read"]["total_ios"])' "$LAB_OUT/fio-ctxfio.json")
+echo "ctxsw sgio-qd1 $(awk -v c=$((c1 - c0)) -v n="$n1" 'BEGIN { printf "%.1f", c / n }') fio-qd16 $(awk -v c=$((c2 - c1)) -v n="$n2" 'BEGIN { printf "%.1f", c / n }')" | tee -a "$R"
 cmds=$(awk '$1 == "node" { sub("cmds=", "", $3); n += $3 } END { print n }' "$R")
 echo "cpu node $(awk -v t=$((t1 - t0)) -v n="$cmds" 'BEGIN { printf "%.1f", t * 10000 / n }')" | tee -a "$R" # us per command (USER_HZ 100)
 mpathsg_stop
@@ -75,15 +102,20 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) pri
 	echo
 	echo "| workload | target | IOPS | MB/s | p50 us | p99 us | IOPS / sg | p50 / sg |"
 	echo "|---|---|---|---|---|---|---|---|"
-	for w in rand4k-qd1 rand4k-qd16 seq124k seq1m; do
+	for w in rand4k-qd1 rand4k-qd16 seq124k seq1m fio-qd16; do
 		for t in sg node rounds dm; do
 			iops=$(get $t $w iops)
-			[ -n "$iops" ] || { echo "| $w | $t | n/a (over 124 KiB) | | | | | |"; continue; }
+			if [ -z "$iops" ]; then
+				[ $w = fio-qd16 ] || echo "| $w | $t | n/a (over 124 KiB) | | | | | |"
+				continue
+			fi
 			echo "| $w | $t | $iops | $(get $t $w mbps) | $(get $t $w p50_us) | $(get $t $w p99_us) | $(ratio "$iops" "$(get sg $w iops)") | $(ratio "$(get $t $w p50_us)" "$(get sg $w p50_us)") |"
 		done
 	done
 	echo
 	echo "Targets: node = /dev/mpath-sg/X single round, rounds = the same node with --ioctl-rounds, dm = SG_IO on /dev/mapper/X."
+	echo "Workloads: sgio_bench threads issuing SG_IO (rand4k at queue depth 1 and 16, sequential 124 KiB and 1 MiB);"
+	echo "fio-qd16 is fio's sg engine, 4 KiB random reads at iodepth 16 (write()/poll()/read() on sg and the node, SG_IO on dm)."
 	echo
 	q16=$(ratio "$(get node rand4k-qd16 iops)" "$(get sg rand4k-qd16 iops)")
 	q1=$(ratio "$(get node rand4k-qd1 p50_us)" "$(get sg rand4k-qd1 p50_us)")
@@ -107,7 +139,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) pri
 	echo "Medians of 5 under emulation are still noisy: read the failover row as an order of magnitude."
 	echo "RSS with 64 maps ($(awk '$1 == "rss64" {print $3}' "$R") nodes): $(awk '$1 == "rss64" {printf "%.1f MiB", $2 / 1024}' "$R")."
 	echo
-	echo "Not measured here: fio's sg engine (it needs the sg asynchronous interface, not built yet)."
+	f16=$(ratio "$(get node fio-qd16 iops)" "$(get sg fio-qd16 iops)")
+	echo "fio's sg engine at iodepth 16 through the node: $f16 x the IOPS of /dev/sgN (no target set; reported)."
+	echo
+	echo "Daemon context switches per command: SG_IO at queue depth 1 $(awk '$1 == "ctxsw" {print $3}' "$R"), fio's sg engine at iodepth 16 $(awk '$1 == "ctxsw" {print $5}' "$R")."
 	echo
 	echo "What stands in the way of the targets: docs/performance.md."
 	echo

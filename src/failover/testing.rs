@@ -1,0 +1,181 @@
+//! Fakes for tests above the engine: device-mapper as the engine sees it (one map,
+//! groups of paths, messages) and paths whose behaviour a test sets per command.
+
+use super::engine::{Engine, PathOpener};
+use crate::dm::{DevT, DmControl, MapInfo};
+use crate::errno::Errno;
+use crate::path::{PathCommand, PathInfo, PathIo};
+use crate::sg::header::{Completion, Direction};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// device-mapper as far as the engine sees it: one map, groups of paths, messages.
+pub struct FakeDm {
+    pub queue: Mutex<bool>,
+    /// (group, dev, active)
+    pub paths: Mutex<Vec<(usize, DevT, bool)>>,
+    pub messages: Mutex<Vec<String>>,
+}
+
+impl FakeDm {
+    pub fn new(groups: &[&[u32]], queue: bool) -> Arc<FakeDm> {
+        let mut paths = vec![];
+        for (g, devs) in groups.iter().enumerate() {
+            for &m in *devs {
+                paths.push((g, DevT { major: 8, minor: m }, true));
+            }
+        }
+        Arc::new(FakeDm {
+            queue: Mutex::new(queue),
+            paths: Mutex::new(paths),
+            messages: Mutex::new(vec![]),
+        })
+    }
+    pub fn set(&self, minor: u32, active: bool) {
+        for p in self.paths.lock().iter_mut() {
+            if p.1.minor == minor {
+                p.2 = active;
+            }
+        }
+    }
+}
+
+fn ngroups(paths: &[(usize, DevT, bool)]) -> usize {
+    paths.iter().map(|p| p.0 + 1).max().unwrap_or(0)
+}
+
+impl DmControl for FakeDm {
+    fn multipath_maps(&self) -> io::Result<Vec<MapInfo>> {
+        Ok(vec![])
+    }
+    fn table(&self, _: &str) -> io::Result<String> {
+        let paths = self.paths.lock();
+        let mut s = if *self.queue.lock() {
+            "1 queue_if_no_path 0".to_string()
+        } else {
+            "0 0".to_string()
+        };
+        s += &format!(" {} 1", ngroups(&paths));
+        for g in 0..ngroups(&paths) {
+            let devs: Vec<_> = paths
+                .iter()
+                .filter(|p| p.0 == g)
+                .map(|p| format!("{} 1", p.1))
+                .collect();
+            s += &format!(" round-robin 0 {} 1 {}", devs.len(), devs.join(" "));
+        }
+        Ok(s)
+    }
+    fn status(&self, _: &str) -> io::Result<String> {
+        let paths = self.paths.lock();
+        let mut s = format!("2 0 0 0 {} 1", ngroups(&paths));
+        for g in 0..ngroups(&paths) {
+            let devs: Vec<_> = paths
+                .iter()
+                .filter(|p| p.0 == g)
+                .map(|p| format!("{} {} 0", p.1, if p.2 { "A" } else { "F" }))
+                .collect();
+            s += &format!(
+                " {} 0 {} 0 {}",
+                if g == 0 { "A" } else { "E" },
+                devs.len(),
+                devs.join(" ")
+            );
+        }
+        Ok(s)
+    }
+    fn message(&self, _: &str, msg: &str) -> io::Result<()> {
+        self.messages.lock().push(msg.to_string());
+        if let Some(dev) = msg.strip_prefix("fail_path ") {
+            let dev: DevT = dev.parse().unwrap();
+            self.set(dev.minor, false);
+        }
+        Ok(())
+    }
+}
+
+pub type Behaviour = Box<dyn Fn(&[u8]) -> Result<Completion, Errno> + Send + Sync>;
+
+pub struct FakePath {
+    pub calls: AtomicUsize,
+    pub behaviour: Mutex<Behaviour>,
+}
+
+impl PathIo for FakePath {
+    fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        (self.behaviour.lock())(cmd.cdb)
+    }
+}
+
+pub fn good(_: &[u8]) -> Result<Completion, Errno> {
+    Ok(Completion::default())
+}
+
+pub struct Rig {
+    pub dm: Arc<FakeDm>,
+    pub paths: HashMap<u32, Arc<FakePath>>,
+    pub engine: Engine,
+}
+
+pub fn rig(groups: &[&[u32]], queue: bool) -> Rig {
+    let dm = FakeDm::new(groups, queue);
+    let mut paths = HashMap::new();
+    for devs in groups {
+        for &m in *devs {
+            paths.insert(
+                m,
+                Arc::new(FakePath {
+                    calls: AtomicUsize::new(0),
+                    behaviour: Mutex::new(Box::new(good)),
+                }),
+            );
+        }
+    }
+    let table = paths.clone();
+    let opener: Arc<PathOpener> = Arc::new(move |dev: DevT| {
+        let p = table
+            .get(&dev.minor)
+            .cloned()
+            .ok_or_else(|| io::Error::other("no such path"))?;
+        let info = PathInfo {
+            block_name: format!("sd{}", dev.minor),
+            max_transfer: 512 * 1024 + dev.minor as usize,
+            max_hw_transfer: 4096 * 1024 + dev.minor as usize,
+            max_segments: 128 + dev.minor as i32,
+            ..Default::default()
+        };
+        Ok((info, p as Arc<dyn PathIo>))
+    });
+    let mut engine = Engine::new("mpatha", dm.clone(), opener).unwrap();
+    engine.wait_poll = Duration::from_millis(5);
+    Rig { dm, paths, engine }
+}
+
+impl Rig {
+    pub fn behave(
+        &self,
+        minor: u32,
+        f: impl Fn(&[u8]) -> Result<Completion, Errno> + Send + Sync + 'static,
+    ) {
+        *self.paths[&minor].behaviour.lock() = Box::new(f);
+    }
+    pub fn calls(&self, minor: u32) -> usize {
+        self.paths[&minor].calls.load(Ordering::Relaxed)
+    }
+    pub fn run(&self, cdb: &[u8], timeout_ms: u32) -> Result<Completion, Errno> {
+        let mut cmd = PathCommand {
+            cdb,
+            direction: Direction::None,
+            transfer_len: 0,
+            data: None,
+            timeout_ms,
+            flags: 0,
+        };
+        self.engine.execute(&mut cmd)
+    }
+}
