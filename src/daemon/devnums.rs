@@ -85,6 +85,16 @@ impl DevNums {
         m
     }
 
+    /// A map without a uuid was renamed: it keeps its minor under the new key.
+    pub fn rename(&mut self, old_key: &str, new_key: &str) {
+        if old_key == new_key || self.minors.contains_key(new_key) {
+            return;
+        }
+        if let Some(m) = self.minors.remove(old_key) {
+            self.minors.insert(new_key.to_string(), m);
+        }
+    }
+
     /// Writes the state atomically (temporary file + rename).
     pub fn save(&self) -> io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -165,6 +175,23 @@ mod tests {
         let e = DevNums::load(&dir, PROC).unwrap_err();
         assert!(e.to_string().contains("devnums:1"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_renamed_map_keeps_its_minor() {
+        let dir = tmpdir("c");
+        let mut d = DevNums::load(&dir, PROC).unwrap();
+        let a = d.minor_for("name:a");
+        let b = d.minor_for("name:b");
+        d.rename("name:a", "name:c");
+        assert_eq!(d.minor_for("name:c"), a);
+        assert_ne!(d.minor_for("name:a"), a, "the old key is free again");
+        d.rename("name:b", "name:c");
+        assert_eq!(
+            (d.minor_for("name:b"), d.minor_for("name:c")),
+            (b, a),
+            "no clobbering"
+        );
     }
 
     #[test]

@@ -4,14 +4,20 @@
 pub mod async_io;
 pub mod devnums;
 pub mod node;
+pub mod registry;
+pub mod status;
 
-use crate::cuse::{CuseDevice, DeviceSpec};
 use crate::dm::{DevT, DmControl, KernelDm};
-use crate::failover::{Engine, PathOpener};
+use crate::failover::PathOpener;
 use crate::path::{PathInfo, PathIo, SgPath};
-use devnums::{map_key, DevNums};
+use devnums::DevNums;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use parking_lot::Mutex;
+use registry::Registry;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,6 +31,8 @@ pub struct Options {
     pub major: Option<u32>,
     /// Serve SG_IO in one round through the caller's memory where possible.
     pub single_round: bool,
+    /// Where `mpath-sgd status` finds the daemon.
+    pub socket: PathBuf,
 }
 
 /// DEVNAME prefix: nodes are /dev/mpath-sg/<map>.
@@ -39,7 +47,8 @@ fn sysfs_opener() -> Arc<PathOpener> {
 }
 
 pub fn run(opts: Options) -> Result<(), String> {
-    // Block the signals we wait for before any thread starts, so they all inherit the mask.
+    // Block the signals we wait for before any thread starts, so they all inherit the
+    // mask; they arrive through a signalfd polled with device-mapper's events.
     let mut signals = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         signals.add(s);
@@ -47,9 +56,12 @@ pub fn run(opts: Options) -> Result<(), String> {
     signals
         .thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
+    let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
 
-    let dm: Arc<dyn DmControl> = Arc::new(KernelDm::open().map_err(|e| e.to_string())?);
-    let mut maps = dm.multipath_maps().map_err(|e| e.to_string())?;
+    let kdm = Arc::new(KernelDm::open().map_err(|e| e.to_string())?);
+    let dm: Arc<dyn DmControl> = kdm.clone();
+    let maps = dm.multipath_maps().map_err(|e| e.to_string())?;
     for want in &opts.maps {
         if !maps.iter().any(|m| &m.name == want) {
             return Err(format!(
@@ -57,73 +69,65 @@ pub fn run(opts: Options) -> Result<(), String> {
             ));
         }
     }
-    if !opts.maps.is_empty() {
-        maps.retain(|m| opts.maps.contains(&m.name));
-    }
     let proc_devices = std::fs::read_to_string("/proc/devices").unwrap_or_default();
     let mut devnums = DevNums::load(&opts.state_dir, &proc_devices).map_err(|e| e.to_string())?;
     if let Some(m) = opts.major {
         devnums.set_major(m);
     }
-    let opener = sysfs_opener();
-    let mut devices = Vec::new();
-    let mut engines = Vec::new();
-    let mut nodes = Vec::new();
-    for map in &maps {
-        let minor = devnums.minor_for(&map_key(&map.name, &map.uuid));
-        let spec = DeviceSpec {
-            devname: format!("{DEV_DIR}/{}", map.name),
-            major: devnums.major,
-            minor,
-        };
-        // One map's trouble never keeps the others from being served.
-        let published = Engine::new(&map.name, dm.clone(), opener.clone()).and_then(|engine| {
-            let engine = Arc::new(engine);
-            engines.push(engine.clone());
-            let handler = Arc::new(node::MapNode::new(engine, opts.single_round));
-            nodes.push(handler.clone());
-            CuseDevice::create(spec.clone(), handler, opts.threads_per_map)
-        });
-        match published {
-            Ok(dev) => {
-                tracing::info!(
-                    map = %map.name,
-                    node = %format!("/dev/{}", spec.devname),
-                    devnum = %format!("{}:{}", spec.major, spec.minor),
-                    "published"
-                );
-                devices.push(dev);
-            }
-            Err(e) => tracing::error!(map = %map.name, "not published: {e}"),
-        }
+    let socket = opts.socket.clone();
+    let registry = Arc::new(Mutex::new(Registry::new(
+        opts,
+        dm.clone(),
+        sysfs_opener(),
+        devnums,
+    )));
+    // Armed before the first listing: an event during it is not missed.
+    kdm.arm_poll().map_err(|e| e.to_string())?;
+    registry.lock().sync().map_err(|e| e.to_string())?;
+    if let Err(e) = status::serve(&socket, registry.clone()) {
+        tracing::warn!("no status socket: {e}");
     }
-    if let Err(e) = devnums.save() {
-        tracing::warn!(
-            "cannot save device numbers in {}: {e}",
-            opts.state_dir.display()
-        );
-    }
-    if maps.is_empty() {
-        tracing::warn!("no multipath maps found; nothing to publish");
+    let count = registry.lock().maps().count();
+    if count == 0 {
+        tracing::warn!("no multipath maps yet; nodes appear as maps are created");
     }
     sd_notify("READY=1");
-    tracing::info!("serving {} map(s)", devices.len());
+    tracing::info!("serving {count} map(s); following device-mapper events");
 
-    let sig = signals.wait().map_err(|e| format!("sigwait: {e}"))?;
+    // Sleeps in poll() until a DM event or a signal: no CPU while nothing changes.
+    let sig = loop {
+        let (dm_ready, sig_ready) = {
+            let mut fds = [
+                PollFd::new(kdm.control_fd(), PollFlags::POLLIN),
+                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("poll: {e}")),
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if sig_ready {
+            match sigfd.read_signal() {
+                Ok(Some(info)) => break Signal::try_from(info.ssi_signo as i32).ok(),
+                _ => continue,
+            }
+        }
+        if dm_ready {
+            if let Err(e) = kdm.arm_poll() {
+                tracing::error!("{e}");
+            }
+            if let Err(e) = registry.lock().sync() {
+                tracing::error!("following device-mapper: {e}");
+            }
+        }
+    };
     tracing::info!("{sig:?}: removing nodes and exiting");
     sd_notify("STOPPING=1");
-    // Commands waiting for a path complete now (DID_TRANSPORT_DISRUPTED); the workers
-    // finish what they hold and stop.
-    for e in &engines {
-        e.close();
-    }
-    // Reads waiting for a completion end with ENODEV, so no worker stays blocked.
-    for n in &nodes {
-        n.detach();
-    }
-    for d in devices {
-        d.join();
-    }
+    let _ = std::fs::remove_file(&socket);
+    registry.lock().shutdown();
     Ok(())
 }
 

@@ -127,6 +127,11 @@ impl MapNode {
         }
     }
 
+    /// Files open on the node now.
+    pub fn open_files(&self) -> usize {
+        self.files.lock().len()
+    }
+
     /// The map is going away (or the daemon stops): waiting reads end with ENODEV,
     /// pollers see POLLHUP, write() and SG_IO get ENODEV, commands in flight still finish.
     pub fn detach(&self) {

@@ -14,9 +14,46 @@ pub struct MapInfo {
     pub dev: DevT,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DmKind {
+    /// Its single target is `multipath`; uuid empty if it has none.
+    Multipath { uuid: String },
+    /// A live table of another kind.
+    Other,
+    /// No live table (created, table not loaded and resumed yet), or gone.
+    NoTable,
+}
+
+/// One device-mapper device as DM_LIST_DEVICES reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmDevice {
+    pub name: String,
+    pub dev: DevT,
+    /// Bumped by the kernel on every table event (path failed or reinstated); None on
+    /// kernels before DM 4.37. A table swap (resume) is a DM event that does not bump it.
+    pub event_nr: Option<u32>,
+}
+
 pub trait DmControl: Send + Sync {
+    /// Every device-mapper device, with its event counter (one ioctl).
+    fn devices(&self) -> io::Result<Vec<DmDevice>>;
+    /// What device `name` is now: a multipath map (with its uuid), something else, or a
+    /// device without a live table yet (being created: look again at the next event).
+    fn kind(&self, name: &str) -> io::Result<DmKind>;
     /// Every map whose (single) target is `multipath`.
-    fn multipath_maps(&self) -> io::Result<Vec<MapInfo>>;
+    fn multipath_maps(&self) -> io::Result<Vec<MapInfo>> {
+        let mut maps = Vec::new();
+        for d in self.devices()? {
+            if let Ok(DmKind::Multipath { uuid }) = self.kind(&d.name) {
+                maps.push(MapInfo {
+                    name: d.name,
+                    uuid,
+                    dev: d.dev,
+                });
+            }
+        }
+        Ok(maps)
+    }
     /// The multipath target's table parameters.
     fn table(&self, map: &str) -> io::Result<String>;
     /// The multipath target's status parameters.
@@ -34,6 +71,21 @@ fn dm_err(what: &str, map: &str, e: devicemapper::DmError) -> io::Error {
 }
 
 impl KernelDm {
+    /// DM_DEV_ARM_POLL: /dev/mapper/control polls readable once any DM event (a device
+    /// created, removed or renamed, a table swapped, a path failed or reinstated) happens
+    /// after this call.
+    pub fn arm_poll(&self) -> io::Result<()> {
+        self.dm
+            .arm_poll()
+            .map(|_| ())
+            .map_err(|e| io::Error::other(format!("device-mapper arm poll: {e}")))
+    }
+
+    /// /dev/mapper/control, to poll for the events `arm_poll` armed.
+    pub fn control_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self.dm.file())
+    }
+
     pub fn open() -> io::Result<KernelDm> {
         let dm =
             DM::new().map_err(|e| io::Error::other(format!("open /dev/mapper/control: {e}")))?;
@@ -64,33 +116,44 @@ impl KernelDm {
 }
 
 impl DmControl for KernelDm {
-    fn multipath_maps(&self) -> io::Result<Vec<MapInfo>> {
+    fn devices(&self) -> io::Result<Vec<DmDevice>> {
         let devices = self
             .dm
             .list_devices()
             .map_err(|e| io::Error::other(format!("device-mapper list: {e}")))?;
-        let mut maps = Vec::new();
-        for (name, dev, _) in devices {
-            let name = name.to_string();
-            match self.target(&name, DmFlags::DM_STATUS_TABLE) {
-                Ok(Some((kind, _))) if kind == "multipath" => {}
-                _ => continue,
-            }
-            let uuid = DmName::new(&name)
-                .ok()
-                .and_then(|n| self.dm.device_info(&DevId::Name(n)).ok())
-                .and_then(|info| info.uuid().map(|u| u.to_string()))
-                .unwrap_or_default();
-            maps.push(MapInfo {
-                name,
-                uuid,
+        Ok(devices
+            .into_iter()
+            .map(|(name, dev, event_nr)| DmDevice {
+                name: name.to_string(),
                 dev: DevT {
                     major: dev.major,
                     minor: dev.minor,
                 },
-            });
+                event_nr,
+            })
+            .collect())
+    }
+
+    fn kind(&self, name: &str) -> io::Result<DmKind> {
+        let id = DmName::new(name).map_err(|e| dm_err("name", name, e))?;
+        let Ok((_, targets)) = self.dm.table_status(
+            &DevId::Name(id),
+            DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE),
+        ) else {
+            return Ok(DmKind::NoTable);
+        };
+        match targets.as_slice() {
+            [] => return Ok(DmKind::NoTable),
+            [(_, _, kind, _)] if kind == "multipath" => {}
+            _ => return Ok(DmKind::Other),
         }
-        Ok(maps)
+        let info = self
+            .dm
+            .device_info(&DevId::Name(id))
+            .map_err(|e| dm_err("info", name, e))?;
+        Ok(DmKind::Multipath {
+            uuid: info.uuid().map(|u| u.to_string()).unwrap_or_default(),
+        })
     }
 
     fn table(&self, map: &str) -> io::Result<String> {

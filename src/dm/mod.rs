@@ -4,5 +4,5 @@
 pub mod control;
 pub mod model;
 
-pub use control::{DmControl, KernelDm, MapInfo};
+pub use control::{DmControl, DmDevice, DmKind, KernelDm, MapInfo};
 pub use model::{DevT, GroupState, MultipathStatus, MultipathTable};

@@ -16,9 +16,9 @@ use crate::sg::header::Completion;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Opens a path device: its sysfs facts and an executor. The daemon uses sysfs + sg; tests
 /// use fakes.
@@ -31,8 +31,20 @@ pub type OpenedPath = (PathInfo, Arc<dyn PathIo>);
 /// is bounded the same way.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What happened on one path, for `mpath-sgd status`: atomics touched by the commands
+/// of this map only; the last error's lock is taken only when a path fails.
+#[derive(Default)]
+pub struct PathStats {
+    pub commands: AtomicU64,
+    pub path_errors: AtomicU64,
+    /// Commands that moved on to another path after an error here.
+    pub failovers: AtomicU64,
+    pub last_error: Mutex<Option<(SystemTime, String)>>,
+}
+
 pub struct PathEntry {
     pub dev: DevT,
+    pub stats: Arc<PathStats>,
     /// None when the device cannot be used (no SCSI device or sg node behind it).
     pub opened: Option<OpenedPath>,
     /// State in device-mapper's status when the snapshot was taken.
@@ -132,7 +144,10 @@ pub struct Engine {
     snapshot: Mutex<Arc<Snapshot>>,
     refresh_lock: Mutex<()>,
     opened: Mutex<HashMap<DevT, OpenedPath>>,
+    stats: Mutex<HashMap<DevT, Arc<PathStats>>>,
     rr: AtomicUsize,
+    /// Device-mapper reported an event for this map: re-read it before the next command.
+    stale: AtomicBool,
     /// Set at shutdown: commands waiting for a path complete at once.
     closing: AtomicBool,
     pub refresh_interval: Duration,
@@ -155,7 +170,9 @@ impl Engine {
             })),
             refresh_lock: Mutex::new(()),
             opened: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),
+            stale: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             refresh_interval: Duration::from_secs(1),
             wait_poll: Duration::from_millis(50),
@@ -166,6 +183,12 @@ impl Engine {
 
     pub fn map(&self) -> &str {
         &self.map
+    }
+
+    /// The map changed in device-mapper (table reloaded, a path failed or reinstated by
+    /// someone else): the next command re-reads it first.
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Release);
     }
 
     /// The daemon is stopping: no command waits for a path any more.
@@ -190,8 +213,10 @@ impl Engine {
         for g in &status.groups {
             let mut paths = Vec::with_capacity(g.paths.len());
             for p in &g.paths {
+                let stats = self.stats.lock().entry(p.dev).or_default().clone();
                 paths.push(Arc::new(PathEntry {
                     dev: p.dev,
+                    stats,
                     opened: self.open_path(p.dev),
                     dm_active: p.active,
                     failed_here: AtomicBool::new(false),
@@ -240,10 +265,12 @@ impl Engine {
         }
     }
 
-    /// The current snapshot, re-read when older than `refresh_interval`.
+    /// The current snapshot, re-read after a device-mapper event or when older than
+    /// `refresh_interval`.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         let snap = self.snapshot.lock().clone();
-        if snap.taken.elapsed() < self.refresh_interval {
+        if snap.taken.elapsed() < self.refresh_interval && !self.stale.swap(false, Ordering::AcqRel)
+        {
             return snap;
         }
         self.refresh().unwrap_or_else(|e| {
@@ -268,6 +295,8 @@ impl Engine {
 
     fn fail_path(&self, p: &PathEntry, cdb: &[u8], reason: &str) {
         p.failed_here.store(true, Ordering::Relaxed);
+        p.stats.path_errors.fetch_add(1, Ordering::Relaxed);
+        *p.stats.last_error.lock() = Some((SystemTime::now(), reason.to_string()));
         tracing::warn!(
             map = %self.map,
             path = %p.name(),
@@ -307,6 +336,7 @@ impl Engine {
                 let Some((info, io)) = &p.opened else {
                     continue;
                 };
+                p.stats.commands.fetch_add(1, Ordering::Relaxed);
                 let result = io.execute(cmd);
                 let verdict = match &result {
                     Ok(c) => classify_completion(c.status, c.host_status, &c.sense),
@@ -328,6 +358,7 @@ impl Engine {
                             );
                             return result.map(&mut ms);
                         }
+                        p.stats.failovers.fetch_add(1, Ordering::Relaxed);
                     }
                     Verdict::RetryLater { reason } => {
                         tracing::info!(map = %self.map, path = %p.name(), reason, "retrying");
@@ -411,6 +442,53 @@ mod tests {
         // the failed path is skipped from now on
         r.run(&TUR, 1000).unwrap();
         assert_eq!((r.calls(0), r.calls(16)), (1, 2));
+    }
+
+    #[test]
+    fn path_counters_for_status() {
+        let r = rig(&[&[0], &[16]], false);
+        r.behave(0, |_| Err(Errno::ENXIO));
+        r.run(&TUR, 1000).unwrap();
+        r.run(&TUR, 1000).unwrap();
+        let snap = r.engine.snapshot();
+        let stats = |minor: u32| {
+            snap.groups
+                .iter()
+                .flat_map(|g| g.paths.iter())
+                .find(|p| p.dev.minor == minor)
+                .unwrap()
+                .stats
+                .clone()
+        };
+        let (a, b) = (stats(0), stats(16));
+        assert_eq!(a.commands.load(Ordering::Relaxed), 1);
+        assert_eq!(a.path_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(a.failovers.load(Ordering::Relaxed), 1);
+        assert!(a
+            .last_error
+            .lock()
+            .as_ref()
+            .is_some_and(|(_, why)| !why.is_empty()));
+        assert_eq!(b.commands.load(Ordering::Relaxed), 2);
+        assert_eq!(b.path_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_device_mapper_event_is_used_by_the_next_command() {
+        let mut r = rig(&[&[0], &[16]], false);
+        r.engine.refresh_interval = Duration::from_secs(3600);
+        r.run(&TUR, 1000).unwrap();
+        assert_eq!(r.calls(0), 1);
+        r.dm.set(0, false); // someone else fails the path (multipathd, dmsetup)
+        r.run(&TUR, 1000).unwrap();
+        assert_eq!(r.calls(0), 2, "without the event the old state is used");
+        r.engine.mark_stale();
+        r.run(&TUR, 1000).unwrap();
+        assert_eq!(
+            (r.calls(0), r.calls(16)),
+            (2, 1),
+            "after the event, path 8:0 is left"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! groups of paths, messages) and paths whose behaviour a test sets per command.
 
 use super::engine::{Engine, PathOpener};
-use crate::dm::{DevT, DmControl, MapInfo};
+use crate::dm::{DevT, DmControl, DmDevice, DmKind};
 use crate::errno::Errno;
 use crate::path::{PathCommand, PathInfo, PathIo};
 use crate::sg::header::{Completion, Direction};
@@ -49,8 +49,11 @@ fn ngroups(paths: &[(usize, DevT, bool)]) -> usize {
 }
 
 impl DmControl for FakeDm {
-    fn multipath_maps(&self) -> io::Result<Vec<MapInfo>> {
+    fn devices(&self) -> io::Result<Vec<DmDevice>> {
         Ok(vec![])
+    }
+    fn kind(&self, _: &str) -> io::Result<DmKind> {
+        Ok(DmKind::NoTable)
     }
     fn table(&self, _: &str) -> io::Result<String> {
         let paths = self.paths.lock();

@@ -1,0 +1,300 @@
+//! The published maps, kept in step with device-mapper. After every DM event the daemon
+//! lists the devices (one ioctl, with each device's event counter) and `sync` publishes
+//! new multipath maps, removes the nodes of maps that are gone, re-publishes renamed maps
+//! under their new name with the same minor, and marks maps whose event counter moved
+//! (table reloaded, path failed or reinstated by someone else) so that their next command
+//! re-reads them. Nothing is polled on a timer.
+
+use super::devnums::{map_key, DevNums};
+use super::node::MapNode;
+use super::{Options, DEV_DIR};
+use crate::cuse::{CuseDevice, DeviceSpec};
+use crate::dm::{DevT, DmControl, DmDevice, DmKind};
+use crate::failover::{Engine, PathOpener};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// With DM events driving re-reads, the engine's own timer is only a backstop.
+const BACKSTOP_REFRESH: Duration = Duration::from_secs(30);
+
+pub struct Published {
+    pub name: String,
+    pub uuid: String,
+    pub dev: DevT,
+    event_nr: Option<u32>,
+    pub major: u32,
+    pub minor: u32,
+    pub engine: Arc<Engine>,
+    pub node: Arc<MapNode>,
+    device: CuseDevice,
+}
+
+/// What one listing of device-mapper means for the maps already published.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Published maps whose device is gone.
+    pub removed: Vec<String>,
+    /// (old name, new name): the same device under another name.
+    pub renamed: Vec<(String, String)>,
+    /// Published maps whose event counter moved.
+    pub changed: Vec<String>,
+    /// Devices not published yet (multipath or not: to be looked at).
+    pub unknown: Vec<DmDevice>,
+}
+
+/// Compares the published maps (name, device, last event counter) with a listing. A
+/// device keeps its dev_t across a rename, so maps are matched by dev_t.
+pub fn changes(published: &[(String, DevT, Option<u32>)], listed: &[DmDevice]) -> Changes {
+    let by_dev: HashMap<DevT, &DmDevice> = listed.iter().map(|d| (d.dev, d)).collect();
+    let mut c = Changes::default();
+    for (name, dev, event_nr) in published {
+        match by_dev.get(dev) {
+            None => c.removed.push(name.clone()),
+            Some(d) if &d.name != name => c.renamed.push((name.clone(), d.name.clone())),
+            Some(d) if d.event_nr != *event_nr || d.event_nr.is_none() => {
+                c.changed.push(name.clone())
+            }
+            Some(_) => {}
+        }
+    }
+    let known: std::collections::HashSet<DevT> = published.iter().map(|p| p.1).collect();
+    c.unknown = listed
+        .iter()
+        .filter(|d| !known.contains(&d.dev))
+        .cloned()
+        .collect();
+    c
+}
+
+pub struct Registry {
+    opts: Options,
+    dm: Arc<dyn DmControl>,
+    opener: Arc<PathOpener>,
+    devnums: DevNums,
+    maps: BTreeMap<String, Published>,
+    /// Devices looked at and not published (another kind of table, filtered out, or
+    /// publishing failed), with the event counter they had: looked at again only when it
+    /// moves. Devices without a live table yet are not kept here: their table's resume
+    /// is an event that does not move their counter.
+    passed: HashMap<DevT, Option<u32>>,
+}
+
+impl Registry {
+    pub fn new(
+        opts: Options,
+        dm: Arc<dyn DmControl>,
+        opener: Arc<PathOpener>,
+        devnums: DevNums,
+    ) -> Registry {
+        Registry {
+            opts,
+            dm,
+            opener,
+            devnums,
+            maps: BTreeMap::new(),
+            passed: HashMap::new(),
+        }
+    }
+
+    pub fn maps(&self) -> impl Iterator<Item = &Published> {
+        self.maps.values()
+    }
+
+    /// Brings the published nodes in step with device-mapper.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        let listed = self.dm.devices()?;
+        let published: Vec<_> = self
+            .maps
+            .values()
+            .map(|p| (p.name.clone(), p.dev, p.event_nr))
+            .collect();
+        let c = changes(&published, &listed);
+        let by_dev: HashMap<DevT, &DmDevice> = listed.iter().map(|d| (d.dev, d)).collect();
+        for name in &c.removed {
+            tracing::info!(map = %name, "map removed from device-mapper");
+            self.unpublish(name);
+        }
+        for (old, new) in &c.renamed {
+            // A CUSE device cannot be renamed: the old node goes (open files get ENODEV),
+            // the new one comes with the same device number.
+            let Some(p) = self.maps.get(old) else {
+                continue;
+            };
+            let (uuid, dev) = (p.uuid.clone(), p.dev);
+            tracing::info!(map = %old, new_name = %new, "map renamed");
+            self.unpublish(old);
+            self.devnums
+                .rename(&map_key(old, &uuid), &map_key(new, &uuid));
+            if let Some(d) = by_dev.get(&dev) {
+                self.consider(d);
+            }
+        }
+        for name in &c.changed {
+            let Some(d) = self.maps.get(name).and_then(|p| by_dev.get(&p.dev)) else {
+                continue;
+            };
+            // A reload may have replaced the multipath table by something else.
+            if !matches!(self.dm.kind(name), Ok(DmKind::Multipath { .. })) {
+                tracing::info!(map = %name, "no longer a multipath map");
+                self.unpublish(name);
+                continue;
+            }
+            let p = self.maps.get_mut(name).expect("present");
+            p.event_nr = d.event_nr;
+            p.engine.mark_stale();
+            tracing::debug!(map = %name, event = ?d.event_nr, "device-mapper event");
+        }
+        for d in &c.unknown {
+            if self.passed.get(&d.dev) == Some(&d.event_nr) && d.event_nr.is_some() {
+                continue;
+            }
+            self.consider(d);
+        }
+        let listed_devs: std::collections::HashSet<DevT> = listed.iter().map(|d| d.dev).collect();
+        self.passed.retain(|dev, _| listed_devs.contains(dev));
+        if let Err(e) = self.devnums.save() {
+            tracing::warn!("cannot save device numbers: {e}");
+        }
+        Ok(())
+    }
+
+    /// Publishes `d` if it is a multipath map the options select.
+    fn consider(&mut self, d: &DmDevice) {
+        if !self.opts.maps.is_empty() && !self.opts.maps.contains(&d.name) {
+            self.passed.insert(d.dev, d.event_nr);
+            return;
+        }
+        let uuid = match self.dm.kind(&d.name) {
+            Ok(DmKind::Multipath { uuid }) => uuid,
+            Ok(DmKind::Other) => {
+                self.passed.insert(d.dev, d.event_nr);
+                return;
+            }
+            Ok(DmKind::NoTable) | Err(_) => return,
+        };
+        self.passed.insert(d.dev, d.event_nr);
+        let minor = self.devnums.minor_for(&map_key(&d.name, &uuid));
+        let spec = DeviceSpec {
+            devname: format!("{DEV_DIR}/{}", d.name),
+            major: self.devnums.major,
+            minor,
+        };
+        let published =
+            Engine::new(&d.name, self.dm.clone(), self.opener.clone()).and_then(|mut engine| {
+                engine.refresh_interval = BACKSTOP_REFRESH;
+                let engine = Arc::new(engine);
+                let node = Arc::new(MapNode::new(engine.clone(), self.opts.single_round));
+                let device =
+                    CuseDevice::create(spec.clone(), node.clone(), self.opts.threads_per_map)?;
+                Ok(Published {
+                    name: d.name.clone(),
+                    uuid,
+                    dev: d.dev,
+                    event_nr: d.event_nr,
+                    major: spec.major,
+                    minor,
+                    engine,
+                    node,
+                    device,
+                })
+            });
+        match published {
+            Ok(p) => {
+                tracing::info!(
+                    map = %d.name,
+                    node = %format!("/dev/{}", spec.devname),
+                    devnum = %format!("{}:{}", spec.major, spec.minor),
+                    "published"
+                );
+                self.passed.remove(&d.dev);
+                self.maps.insert(d.name.clone(), p);
+            }
+            // Tried again when the map's event counter moves.
+            Err(e) => tracing::error!(map = %d.name, "not published: {e}"),
+        }
+    }
+
+    /// Removes a map's node: waiting reads end with ENODEV, commands waiting for a path
+    /// complete at once, the workers finish what they hold, then the kernel removes the
+    /// node and its open files get ENODEV.
+    fn unpublish(&mut self, name: &str) {
+        let Some(p) = self.maps.remove(name) else {
+            return;
+        };
+        p.node.detach();
+        p.engine.close();
+        p.device.join();
+        tracing::info!(map = %name, "node removed");
+    }
+
+    /// Removes every node (daemon shutdown), all maps at once.
+    pub fn shutdown(&mut self) {
+        let maps = std::mem::take(&mut self.maps);
+        for p in maps.values() {
+            p.node.detach();
+            p.engine.close();
+        }
+        for p in maps.into_values() {
+            p.device.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(minor: u32) -> DevT {
+        DevT { major: 254, minor }
+    }
+
+    fn listed(name: &str, minor: u32, ev: u32) -> DmDevice {
+        DmDevice {
+            name: name.to_string(),
+            dev: dev(minor),
+            event_nr: Some(ev),
+        }
+    }
+
+    #[test]
+    fn new_removed_renamed_and_changed_maps() {
+        let published = vec![
+            ("a".to_string(), dev(0), Some(1)),
+            ("b".to_string(), dev(1), Some(5)),
+            ("c".to_string(), dev(2), Some(7)),
+            ("d".to_string(), dev(3), Some(2)),
+        ];
+        let now = vec![
+            listed("a", 0, 1),     // unchanged
+            listed("b-new", 1, 5), // renamed
+            listed("c", 2, 8),     // event
+            listed("vg-lv", 9, 0), // not published yet
+        ];
+        let c = changes(&published, &now);
+        assert_eq!(c.removed, vec!["d".to_string()]);
+        assert_eq!(c.renamed, vec![("b".to_string(), "b-new".to_string())]);
+        assert_eq!(c.changed, vec!["c".to_string()]);
+        assert_eq!(c.unknown, vec![listed("vg-lv", 9, 0)]);
+    }
+
+    #[test]
+    fn without_event_counters_every_listing_is_a_change() {
+        let published = vec![("a".to_string(), dev(0), None)];
+        let now = vec![DmDevice {
+            name: "a".to_string(),
+            dev: dev(0),
+            event_nr: None,
+        }];
+        assert_eq!(changes(&published, &now).changed, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_map_removed_and_created_again_is_new() {
+        // Same name, new dev_t: the old map went, a new one came.
+        let published = vec![("a".to_string(), dev(0), Some(1))];
+        let c = changes(&published, &[listed("a", 4, 0)]);
+        assert_eq!(c.removed, vec!["a".to_string()]);
+        assert_eq!(c.unknown, vec![listed("a", 4, 0)]);
+    }
+}
