@@ -225,6 +225,7 @@ lab_multipathd_start() {
 		    user_friendly_names yes
 		    find_multipaths no
 		    polling_interval 1
+		    failback immediate
 		}
 	EOF
 	mount --bind /run/lab-multipath/multipath.conf /etc/multipath.conf 2>/dev/null ||
