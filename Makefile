@@ -1,12 +1,19 @@
 # mpath-sg: build, unit tests, and the real-kernel lab (tests/vm).
 #   make test   install what is missing (as root), build, lint, cargo test, the VM suite
 #   make demo   boot the lab and show a transcript of the daemon at work
+#   make install / make uninstall   [DESTDIR=...] [PREFIX=/usr/local]
 SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+DOCDIR ?= $(PREFIX)/share/doc/mpath-sg
+# systemd reads units from /usr/local/lib/systemd/system too; udev reads rules only from
+# /etc, /run and /usr/lib: a /usr/local install puts its rule in /etc/udev/rules.d.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+UDEVRULESDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/udev/rules.d,/etc/udev/rules.d)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build clients lint unit lab test demo bench clean
+.PHONY: all deps build clients lint unit lab test demo bench clean install uninstall install-check
 
 all: build
 
@@ -51,7 +58,34 @@ test: deps
 	$(MAKE) build
 	$(MAKE) lint
 	$(MAKE) unit
+	$(MAKE) install-check
 	$(MAKE) lab
+
+# Installs what `make build` built (run that first; installing never builds, so that
+# `sudo make install` needs no toolchain for root). The unit's ExecStart follows SBINDIR.
+BIN := target/release/mpath-sgd
+INSTALLED := $(SBINDIR)/mpath-sgd $(UNITDIR)/mpath-sgd.service $(UDEVRULESDIR)/90-mpath-sg.rules \
+	$(DOCDIR)/README.md $(addprefix $(DOCDIR)/,$(notdir $(wildcard docs/*.md)))
+install:
+	@test -x $(BIN) || { echo "make install: $(BIN) is not built; run 'make build' first" >&2; exit 1; }
+	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/mpath-sgd
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(DOCDIR)
+	sed -e 's|/usr/local/sbin/mpath-sgd|$(SBINDIR)/mpath-sgd|' \
+		-e 's|/usr/local/share/doc/mpath-sg|$(DOCDIR)|' \
+		systemd/mpath-sgd.service >$(DESTDIR)$(UNITDIR)/mpath-sgd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/mpath-sgd.service
+	install -m 0644 systemd/90-mpath-sg.rules $(DESTDIR)$(UDEVRULESDIR)/90-mpath-sg.rules
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	@echo "installed; as root: systemctl daemon-reload && udevadm control --reload && systemctl enable --now mpath-sgd"
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+
+# install/uninstall into a scratch DESTDIR, for both usual prefixes: every file where it
+# belongs, the unit valid for systemd, nothing left behind.
+install-check:
+	@tests/install-check
 
 demo: deps build
 	@tests/vm/run --script tests/vm/demo.sh

@@ -28,7 +28,7 @@ struct Cli {
     state_dir: PathBuf,
     /// Worker threads kept per node; while all are busy (say, SG_IOs waiting for a path)
     /// more are started, up to 64, and the extra ones retire once they are idle.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads_per_map: u16,
     /// Character major for all nodes (default: the saved one, else a free one of the
     /// local/experimental majors 120-127, 60-63).

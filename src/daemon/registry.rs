@@ -11,6 +11,7 @@ use super::{Options, DEV_DIR};
 use crate::cuse::{CuseDevice, DeviceSpec};
 use crate::dm::{DevT, DmControl, DmDevice, DmKind};
 use crate::failover::{Engine, PathOpener};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,81 @@ pub struct Published {
     pub engine: Arc<Engine>,
     pub node: Arc<MapNode>,
     device: CuseDevice,
+}
+
+/// Runs `f` on every item, on up to 8 threads; results in the items' order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get() * 2)
+        .min(8);
+    if items.len() < 2 || threads < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a publishing thread panicked"))
+            .collect()
+    })
+}
+
+/// Removes nodes: first every map stops waiting (reads end with ENODEV, commands waiting
+/// for a path complete), then the devices are joined, several at a time.
+fn remove_all(maps: Vec<Published>) {
+    for p in &maps {
+        p.node.detach();
+        p.engine.close();
+    }
+    let names: Vec<String> = maps.iter().map(|p| p.name.clone()).collect();
+    let slots: Vec<Mutex<Option<CuseDevice>>> = maps
+        .into_iter()
+        .map(|p| Mutex::new(Some(p.device)))
+        .collect();
+    par_map(&slots, |slot| {
+        if let Some(device) = slot.lock().take() {
+            device.join();
+        }
+    });
+    for name in names {
+        tracing::info!(map = %name, "node removed");
+    }
+}
+
+fn publish(
+    dm: &Arc<dyn DmControl>,
+    opener: &Arc<PathOpener>,
+    opts: &Options,
+    d: &DmDevice,
+    uuid: &str,
+    major: u32,
+    minor: u32,
+) -> std::io::Result<Published> {
+    let mut engine = Engine::new(&d.name, dm.clone(), opener.clone())?;
+    engine.refresh_interval = BACKSTOP_REFRESH;
+    let engine = Arc::new(engine);
+    let node = Arc::new(MapNode::new(engine.clone(), opts.single_round));
+    let spec = DeviceSpec {
+        devname: format!("{DEV_DIR}/{}", d.name),
+        major,
+        minor,
+    };
+    let device = CuseDevice::create(spec, node.clone(), opts.threads_per_map)?;
+    Ok(Published {
+        name: d.name.clone(),
+        uuid: uuid.to_string(),
+        dev: d.dev,
+        event_nr: d.event_nr,
+        major,
+        minor,
+        engine,
+        node,
+        device,
+    })
 }
 
 /// What one listing of device-mapper means for the maps already published.
@@ -113,8 +189,13 @@ impl Registry {
         let by_dev: HashMap<DevT, &DmDevice> = listed.iter().map(|d| (d.dev, d)).collect();
         for name in &c.removed {
             tracing::info!(map = %name, "map removed from device-mapper");
-            self.unpublish(name);
         }
+        let gone: Vec<Published> = c
+            .removed
+            .iter()
+            .filter_map(|n| self.maps.remove(n))
+            .collect();
+        remove_all(gone);
         for (old, new) in &c.renamed {
             // A CUSE device cannot be renamed: the old node goes (open files get ENODEV),
             // the new one comes with the same device number.
@@ -127,7 +208,7 @@ impl Registry {
             self.devnums
                 .rename(&map_key(old, &uuid), &map_key(new, &uuid));
             if let Some(d) = by_dev.get(&dev) {
-                self.consider(d);
+                self.consider(&[(*d).clone()]);
             }
         }
         for name in &c.changed {
@@ -145,12 +226,12 @@ impl Registry {
             p.engine.mark_stale();
             tracing::debug!(map = %name, event = ?d.event_nr, "device-mapper event");
         }
-        for d in &c.unknown {
-            if self.passed.get(&d.dev) == Some(&d.event_nr) && d.event_nr.is_some() {
-                continue;
-            }
-            self.consider(d);
-        }
+        let fresh: Vec<DmDevice> = c
+            .unknown
+            .into_iter()
+            .filter(|d| !(self.passed.get(&d.dev) == Some(&d.event_nr) && d.event_nr.is_some()))
+            .collect();
+        self.consider(&fresh);
         let listed_devs: std::collections::HashSet<DevT> = listed.iter().map(|d| d.dev).collect();
         self.passed.retain(|dev, _| listed_devs.contains(dev));
         if let Err(e) = self.devnums.save() {
@@ -159,59 +240,56 @@ impl Registry {
         Ok(())
     }
 
-    /// Publishes `d` if it is a multipath map the options select.
-    fn consider(&mut self, d: &DmDevice) {
-        if !self.opts.maps.is_empty() && !self.opts.maps.contains(&d.name) {
-            self.passed.insert(d.dev, d.event_nr);
-            return;
+    /// Publishes those of `devices` that are multipath maps the options select. Looking
+    /// at the devices and publishing them run on several threads: with hundreds of maps
+    /// at start, each costs a few device-mapper ioctls, sysfs reads and a CUSE handshake.
+    fn consider(&mut self, devices: &[DmDevice]) {
+        let wanted: Vec<&DmDevice> = devices
+            .iter()
+            .filter(|d| {
+                let selected = self.opts.maps.is_empty() || self.opts.maps.contains(&d.name);
+                if !selected {
+                    self.passed.insert(d.dev, d.event_nr);
+                }
+                selected
+            })
+            .collect();
+        let dm = &self.dm;
+        let kinds = par_map(&wanted, |d| dm.kind(&d.name));
+        let mut todo = Vec::new();
+        for (d, kind) in wanted.into_iter().zip(kinds) {
+            match kind {
+                Ok(DmKind::Multipath { uuid }) => {
+                    self.passed.insert(d.dev, d.event_nr);
+                    let minor = self.devnums.minor_for(&map_key(&d.name, &uuid));
+                    todo.push((d.clone(), uuid, minor));
+                }
+                Ok(DmKind::Other) => {
+                    self.passed.insert(d.dev, d.event_nr);
+                }
+                // No live table yet: its resume is an event that brings it back here.
+                Ok(DmKind::NoTable) | Err(_) => {}
+            }
         }
-        let uuid = match self.dm.kind(&d.name) {
-            Ok(DmKind::Multipath { uuid }) => uuid,
-            Ok(DmKind::Other) => {
-                self.passed.insert(d.dev, d.event_nr);
-                return;
+        let (opener, opts, major) = (&self.opener, &self.opts, self.devnums.major);
+        let results = par_map(&todo, |(d, uuid, minor)| {
+            publish(dm, opener, opts, d, uuid, major, *minor)
+        });
+        for ((d, _, minor), result) in todo.into_iter().zip(results) {
+            match result {
+                Ok(p) => {
+                    tracing::info!(
+                        map = %d.name,
+                        node = %format!("/dev/{DEV_DIR}/{}", d.name),
+                        devnum = %format!("{major}:{minor}"),
+                        "published"
+                    );
+                    self.passed.remove(&d.dev);
+                    self.maps.insert(d.name.clone(), p);
+                }
+                // Tried again when the map's event counter moves.
+                Err(e) => tracing::error!(map = %d.name, "not published: {e}"),
             }
-            Ok(DmKind::NoTable) | Err(_) => return,
-        };
-        self.passed.insert(d.dev, d.event_nr);
-        let minor = self.devnums.minor_for(&map_key(&d.name, &uuid));
-        let spec = DeviceSpec {
-            devname: format!("{DEV_DIR}/{}", d.name),
-            major: self.devnums.major,
-            minor,
-        };
-        let published =
-            Engine::new(&d.name, self.dm.clone(), self.opener.clone()).and_then(|mut engine| {
-                engine.refresh_interval = BACKSTOP_REFRESH;
-                let engine = Arc::new(engine);
-                let node = Arc::new(MapNode::new(engine.clone(), self.opts.single_round));
-                let device =
-                    CuseDevice::create(spec.clone(), node.clone(), self.opts.threads_per_map)?;
-                Ok(Published {
-                    name: d.name.clone(),
-                    uuid,
-                    dev: d.dev,
-                    event_nr: d.event_nr,
-                    major: spec.major,
-                    minor,
-                    engine,
-                    node,
-                    device,
-                })
-            });
-        match published {
-            Ok(p) => {
-                tracing::info!(
-                    map = %d.name,
-                    node = %format!("/dev/{}", spec.devname),
-                    devnum = %format!("{}:{}", spec.major, spec.minor),
-                    "published"
-                );
-                self.passed.remove(&d.dev);
-                self.maps.insert(d.name.clone(), p);
-            }
-            // Tried again when the map's event counter moves.
-            Err(e) => tracing::error!(map = %d.name, "not published: {e}"),
         }
     }
 
@@ -219,25 +297,14 @@ impl Registry {
     /// complete at once, the workers finish what they hold, then the kernel removes the
     /// node and its open files get ENODEV.
     fn unpublish(&mut self, name: &str) {
-        let Some(p) = self.maps.remove(name) else {
-            return;
-        };
-        p.node.detach();
-        p.engine.close();
-        p.device.join();
-        tracing::info!(map = %name, "node removed");
+        if let Some(p) = self.maps.remove(name) {
+            remove_all(vec![p]);
+        }
     }
 
     /// Removes every node (daemon shutdown), all maps at once.
     pub fn shutdown(&mut self) {
-        let maps = std::mem::take(&mut self.maps);
-        for p in maps.values() {
-            p.node.detach();
-            p.engine.close();
-        }
-        for p in maps.into_values() {
-            p.device.join();
-        }
+        remove_all(std::mem::take(&mut self.maps).into_values().collect());
     }
 }
 
