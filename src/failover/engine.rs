@@ -3,9 +3,10 @@
 //! (queue_if_no_path) or completes with DID_TRANSPORT_DISRUPTED when none is left.
 //!
 //! The map's state is an immutable snapshot (table + status + open paths) swapped under a
-//! per-map lock that is never held across SG_IO; it is re-read from device-mapper every
-//! `refresh_interval`, after any path error, and while waiting for a path, so paths that
-//! device-mapper or multipathd reinstate are used again without a restart.
+//! per-map lock that is never held across SG_IO; it is re-read from device-mapper after a
+//! DM event for the map (`mark_stale`), every `refresh_interval`, after any path error, and
+//! while waiting for a path, so paths that device-mapper or multipathd reinstate are used
+//! again at once.
 
 use super::policy::safe_to_repeat;
 use crate::dm::{DevT, DmControl, GroupState, MultipathStatus, MultipathTable};
