@@ -12,8 +12,6 @@ lab_map mpatha --group "$a" "$b" # one path in use, as on /dev/sgN
 node=/dev/mpath-sg/mpatha
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# Context switches of all the daemon's threads (threads that have exited are not counted).
-ctx_switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'; }
 workloads() { # TARGET DEVICE [skip-1m]
 	"$BENCH" "$1 rand4k-qd1" "$2" 1 4096 "$SECS" rand | tee -a "$R"
 	"$BENCH" "$1 rand4k-qd16" "$2" 16 4096 "$SECS" rand | tee -a "$R"
@@ -46,15 +44,6 @@ mpathsg_start
 t0=$(cpu_ticks "$MPATHSG_PID")
 workloads node "$node"
 t1=$(cpu_ticks "$MPATHSG_PID")
-# Context switches per command: SG_IO at QD1, and fio's write()/poll()/read() at QD16.
-c0=$(ctx_switches "$MPATHSG_PID")
-"$BENCH" "ctx sgio-qd1" "$node" 1 4096 "$SECS" rand >"$LAB_OUT/ctx1.txt"
-c1=$(ctx_switches "$MPATHSG_PID")
-fio_workload ctxfio "$node" >/dev/null
-c2=$(ctx_switches "$MPATHSG_PID")
-n1=$(sed -n 's/.* cmds=\([0-9]*\) .*/\1/p' "$LAB_OUT/ctx1.txt")
-n2=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["jobs"][0]["read"]["total_ios"])' "$LAB_OUT/fio-ctxfio.json")
-echo "ctxsw sgio-qd1 $(awk -v c=$((c1 - c0)) -v n="$n1" 'BEGIN { printf "%.1f", c / n }') fio-qd16 $(awk -v c=$((c2 - c1)) -v n="$n2" 'BEGIN { printf "%.1f", c / n }')" | tee -a "$R"
 cmds=$(awk '$1 == "node" { sub("cmds=", "", $3); n += $3 } END { print n }' "$R")
 echo "cpu node $(awk -v t=$((t1 - t0)) -v n="$cmds" 'BEGIN { printf "%.1f", t * 10000 / n }')" | tee -a "$R" # us per command (USER_HZ 100)
 mpathsg_stop
@@ -163,8 +152,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) pri
 	echo
 	f16=$(ratio "$(get node fio-qd16 iops)" "$(get sg fio-qd16 iops)")
 	echo "fio's sg engine at iodepth 16 through the node: $f16 x the IOPS of /dev/sgN (no target set; reported)."
-	echo
-	echo "Daemon context switches per command: SG_IO at queue depth 1 $(awk '$1 == "ctxsw" {print $3}' "$R"), fio's sg engine at iodepth 16 $(awk '$1 == "ctxsw" {print $5}' "$R")."
 	echo
 	echo "What stands in the way of the targets: docs/performance.md."
 	echo
