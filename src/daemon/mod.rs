@@ -12,6 +12,7 @@ use crate::failover::PathOpener;
 use crate::path::{PathInfo, PathIo, SgPath};
 use devnums::DevNums;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use parking_lot::Mutex;
@@ -75,11 +76,16 @@ pub fn run(opts: Options) -> Result<(), String> {
         devnums.set_major(m);
     }
     let socket = opts.socket.clone();
+    let wake = Arc::new(
+        EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| format!("eventfd: {e}"))?,
+    );
     let registry = Arc::new(Mutex::new(Registry::new(
         opts,
         dm.clone(),
         sysfs_opener(),
         devnums,
+        wake.clone(),
     )));
     // Armed before the first listing: an event during it is not missed.
     kdm.arm_poll().map_err(|e| e.to_string())?;
@@ -94,12 +100,14 @@ pub fn run(opts: Options) -> Result<(), String> {
     sd_notify("READY=1");
     tracing::info!("serving {count} map(s); following device-mapper events");
 
-    // Sleeps in poll() until a DM event or a signal: no CPU while nothing changes.
+    // Sleeps in poll() until a DM event, the end of a node's removal or a signal: no CPU
+    // while nothing changes.
     let sig = loop {
-        let (dm_ready, sig_ready) = {
+        let (dm_ready, sig_ready, removed) = {
             let mut fds = [
                 PollFd::new(kdm.control_fd(), PollFlags::POLLIN),
                 PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(wake.as_fd(), PollFlags::POLLIN),
             ];
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
@@ -107,7 +115,7 @@ pub fn run(opts: Options) -> Result<(), String> {
                 Err(e) => return Err(format!("poll: {e}")),
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
+            (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]))
         };
         if sig_ready {
             match sigfd.read_signal() {
@@ -115,9 +123,14 @@ pub fn run(opts: Options) -> Result<(), String> {
                 _ => continue,
             }
         }
-        if dm_ready {
-            if let Err(e) = kdm.arm_poll() {
-                tracing::error!("{e}");
+        if removed {
+            let _ = wake.read();
+        }
+        if dm_ready || removed {
+            if dm_ready {
+                if let Err(e) = kdm.arm_poll() {
+                    tracing::error!("{e}");
+                }
             }
             if let Err(e) = registry.lock().sync() {
                 tracing::error!("following device-mapper: {e}");

@@ -3,7 +3,9 @@
 //! new multipath maps, removes the nodes of maps that are gone, re-publishes renamed maps
 //! under their new name with the same minor, and marks maps whose event counter moved
 //! (table reloaded, path failed or reinstated by someone else) so that their next command
-//! re-reads them. Nothing is polled on a timer.
+//! re-reads them. Nothing is polled on a timer. A node is removed on its own thread (its
+//! in-flight commands may take their full timeout); a map that needs its name or device
+//! number is published when that removal ends.
 
 use super::devnums::{map_key, DevNums};
 use super::node::MapNode;
@@ -143,8 +145,20 @@ pub fn changes(published: &[(String, DevT, Option<u32>)], listed: &[DmDevice]) -
     c
 }
 
+/// A node being removed on its own thread; its name and device number stay taken until
+/// the kernel has let go of it.
+struct Removal {
+    name: String,
+    minor: u32,
+    thread: std::thread::JoinHandle<()>,
+}
+
 pub struct Registry {
     opts: Options,
+    /// Written when a removal finishes, so that the main loop syncs again (a map waiting
+    /// for that name or device number is published then).
+    wake: Arc<nix::sys::eventfd::EventFd>,
+    removing: Vec<Removal>,
     dm: Arc<dyn DmControl>,
     opener: Arc<PathOpener>,
     devnums: DevNums,
@@ -162,9 +176,12 @@ impl Registry {
         dm: Arc<dyn DmControl>,
         opener: Arc<PathOpener>,
         devnums: DevNums,
+        wake: Arc<nix::sys::eventfd::EventFd>,
     ) -> Registry {
         Registry {
             opts,
+            wake,
+            removing: Vec::new(),
             dm,
             opener,
             devnums,
@@ -179,6 +196,7 @@ impl Registry {
 
     /// Brings the published nodes in step with device-mapper.
     pub fn sync(&mut self) -> std::io::Result<()> {
+        self.removing.retain(|r| !r.thread.is_finished());
         let listed = self.dm.devices()?;
         let published: Vec<_> = self
             .maps
@@ -260,8 +278,18 @@ impl Registry {
         for (d, kind) in wanted.into_iter().zip(kinds) {
             match kind {
                 Ok(DmKind::Multipath { uuid }) => {
-                    self.passed.insert(d.dev, d.event_nr);
                     let minor = self.devnums.minor_for(&map_key(&d.name, &uuid));
+                    if self
+                        .removing
+                        .iter()
+                        .any(|r| r.name == d.name || r.minor == minor)
+                    {
+                        // The old node of that name or number is still going away; the
+                        // end of its removal wakes the main loop to publish this one.
+                        tracing::debug!(map = %d.name, "waiting for the old node to go");
+                        continue;
+                    }
+                    self.passed.insert(d.dev, d.event_nr);
                     todo.push((d.clone(), uuid, minor));
                 }
                 Ok(DmKind::Other) => {
@@ -296,15 +324,36 @@ impl Registry {
     /// Removes a map's node: waiting reads end with ENODEV, commands waiting for a path
     /// complete at once, the workers finish what they hold, then the kernel removes the
     /// node and its open files get ENODEV.
+    /// On its own thread, so that one map's in-flight commands never hold up the others.
     fn unpublish(&mut self, name: &str) {
-        if let Some(p) = self.maps.remove(name) {
-            remove_all(vec![p]);
+        let Some(p) = self.maps.remove(name) else {
+            return;
+        };
+        let wake = self.wake.clone();
+        let (name, minor) = (p.name.clone(), p.minor);
+        let spawned = std::thread::Builder::new()
+            .name(format!("remove-{name}"))
+            .spawn(move || {
+                remove_all(vec![p]);
+                let _ = wake.write(1);
+            });
+        match spawned {
+            Ok(thread) => self.removing.push(Removal {
+                name,
+                minor,
+                thread,
+            }),
+            Err(e) => tracing::error!(map = %name, "cannot start removing the node: {e}"),
         }
     }
 
-    /// Removes every node (daemon shutdown), all maps at once.
+    /// Removes every node (daemon shutdown), all maps at once, and waits for removals
+    /// already under way.
     pub fn shutdown(&mut self) {
         remove_all(std::mem::take(&mut self.maps).into_values().collect());
+        for r in self.removing.drain(..) {
+            let _ = r.thread.join();
+        }
     }
 }
 
