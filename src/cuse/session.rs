@@ -181,8 +181,9 @@ impl CuseDevice {
             for h in done {
                 let _ = h.join();
             }
-            // A worker blocked in read() leaves it with EINTR; one that was between its
-            // check and read() gets the next signal, 10 ms later.
+            // A worker blocked in read() leaves it with EINTR; a busy one has SIGUSR1
+            // blocked and takes it when done; one that was between its check and read()
+            // gets the next signal, 10 ms later.
             for h in &running {
                 let _ = nix::sys::pthread::pthread_kill(h.as_pthread_t(), Signal::SIGUSR1);
             }
@@ -255,11 +256,19 @@ impl Pool {
         let sink = FdSink(self.fd.clone());
         let waker = PollWaker::new(Arc::new(sink.clone()));
         let mut buf = vec![0u8; REQUEST_BUFFER];
+        // SIGUSR1 may interrupt only the wait for a request, never a request's own work:
+        // an SG_IO on a path that a signal interrupts is orphaned by sg, its result lost.
+        // A stop signal sent while this worker is busy stays pending until the unblock.
+        let mut wake_signal = SigSet::empty();
+        wake_signal.add(Signal::SIGUSR1);
         loop {
+            let _ = wake_signal.thread_unblock();
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let n = match nix::unistd::read(self.fd.as_fd(), &mut buf) {
+            let read = nix::unistd::read(self.fd.as_fd(), &mut buf);
+            let _ = wake_signal.thread_block();
+            let n = match read {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => continue,
                 // ENODEV: the connection was aborted (device removed under us).

@@ -100,6 +100,23 @@ kill -0 "$MPATHSG_PID" || die "the daemon died"
 assert_ok "mpatha still served" sg_turs /dev/mpath-sg/mpatha
 assert_fails "status no longer lists mpathc" sh -c "\"$MPATH_SGD\" status | grep -q '^mpathc '"
 
+step "a map removed while a command is on its path: the command completes"
+lab_map mpathq "$b1"
+wait_for "/dev/mpath-sg/mpathq" 5 test -c /dev/mpath-sg/mpathq
+udevadm settle -t 30 || true
+echo 1250 >/sys/bus/pseudo/drivers/scsi_debug/delay # every command takes 5 s (HZ 250)
+sg_turs /dev/mpath-sg/mpathq >"$LAB_OUT/slow-tur.txt" 2>&1 &
+slow=$!
+sleep 1
+timeout 30 dmsetup remove --noudevsync mpathq || die "dmsetup remove mpathq failed"
+wait_for "the command to finish" 30 sh -c "! kill -0 $slow 2>/dev/null"
+# scsi_debug refuses a new delay while commands are queued.
+wait_for "scsi_debug to take delay=0" 30 sh -c 'echo 0 >/sys/bus/pseudo/drivers/scsi_debug/delay'
+wait $slow || die "the command on the path when its map was removed failed: $(cat "$LAB_OUT/slow-tur.txt")"
+say "ok: the command on the path when its map was removed completed"
+wait_for "/dev/mpath-sg/mpathq to go once its command is done" 20 test ! -e /dev/mpath-sg/mpathq
+assert_ok "mpatha still served" sg_turs /dev/mpath-sg/mpatha
+
 step "a restart keeps every map's major:minor"
 lab_map mpathd "$b0" "$b1"
 wait_for "/dev/mpath-sg/mpathd" 5 test -c /dev/mpath-sg/mpathd
