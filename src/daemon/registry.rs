@@ -150,6 +150,9 @@ pub fn changes(published: &[(String, DevT, Option<u32>)], listed: &[DmDevice]) -
 struct Removal {
     name: String,
     minor: u32,
+    /// Set by the removal thread before it wakes the main loop (the thread itself may
+    /// not have exited yet when the loop looks).
+    done: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -196,7 +199,8 @@ impl Registry {
 
     /// Brings the published nodes in step with device-mapper.
     pub fn sync(&mut self) -> std::io::Result<()> {
-        self.removing.retain(|r| !r.thread.is_finished());
+        self.removing
+            .retain(|r| !r.done.load(std::sync::atomic::Ordering::Acquire));
         let listed = self.dm.devices()?;
         let published: Vec<_> = self
             .maps
@@ -331,16 +335,20 @@ impl Registry {
         };
         let wake = self.wake.clone();
         let (name, minor) = (p.name.clone(), p.minor);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finished = done.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("remove-{name}"))
             .spawn(move || {
                 remove_all(vec![p]);
+                finished.store(true, std::sync::atomic::Ordering::Release);
                 let _ = wake.write(1);
             });
         match spawned {
             Ok(thread) => self.removing.push(Removal {
                 name,
                 minor,
+                done,
                 thread,
             }),
             Err(e) => tracing::error!(map = %name, "cannot start removing the node: {e}"),
