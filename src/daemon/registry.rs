@@ -211,13 +211,8 @@ impl Registry {
         let by_dev: HashMap<DevT, &DmDevice> = listed.iter().map(|d| (d.dev, d)).collect();
         for name in &c.removed {
             tracing::info!(map = %name, "map removed from device-mapper");
+            self.unpublish(name);
         }
-        let gone: Vec<Published> = c
-            .removed
-            .iter()
-            .filter_map(|n| self.maps.remove(n))
-            .collect();
-        remove_all(gone);
         for (old, new) in &c.renamed {
             // A CUSE device cannot be renamed: the old node goes (open files get ENODEV),
             // the new one comes with the same device number.

@@ -100,15 +100,28 @@ kill -0 "$MPATHSG_PID" || die "the daemon died"
 assert_ok "mpatha still served" sg_turs /dev/mpath-sg/mpatha
 assert_fails "status no longer lists mpathc" sh -c "\"$MPATH_SGD\" status | grep -q '^mpathc '"
 
-step "a map removed while a command is on its path: the command completes"
+step "a map removed while a command is on its path: the command completes, other maps go on"
 lab_map mpathq "$b1"
+# mpathr's path is not scsi_debug (a loop device), so that udev's probe of the renamed map
+# does not queue behind the delay below.
+modprobe loop 2>/dev/null || true
+truncate -s 64M /run/lab-loop.img
+loopdev=$(losetup -f --show /run/lab-loop.img) || die "losetup failed"
+dmsetup create mpathr --table "0 131072 multipath 0 0 1 1 service-time 0 1 1 $(lab_devt "$(basename "$loopdev")") 1" ||
+	die "dmsetup create mpathr failed"
 wait_for "/dev/mpath-sg/mpathq" 5 test -c /dev/mpath-sg/mpathq
-udevadm settle -t 30 || true
+wait_for "/dev/mpath-sg/mpathr" 5 test -c /dev/mpath-sg/mpathr
+udevadm settle -t 30 || true # udev's probes would stall on the delay below
 echo 1250 >/sys/bus/pseudo/drivers/scsi_debug/delay # every command takes 5 s (HZ 250)
 sg_turs /dev/mpath-sg/mpathq >"$LAB_OUT/slow-tur.txt" 2>&1 &
 slow=$!
 sleep 1
 timeout 30 dmsetup remove --noudevsync mpathq || die "dmsetup remove mpathq failed"
+# Another map's event while mpathq's node waits for its command: handled at once.
+timeout 30 dmsetup rename --noudevsync mpathr mpaths || die "dmsetup rename mpathr failed"
+wait_for "/dev/mpath-sg/mpaths while mpathq's command is on its path" 3 test -c /dev/mpath-sg/mpaths
+kill -0 $slow 2>/dev/null || die "the slow command had already finished: the step proves nothing"
+say "ok: mpathr renamed and re-published while mpathq's removal waited for its command"
 wait_for "the command to finish" 30 sh -c "! kill -0 $slow 2>/dev/null"
 # scsi_debug refuses a new delay while commands are queued.
 wait_for "scsi_debug to take delay=0" 30 sh -c 'echo 0 >/sys/bus/pseudo/drivers/scsi_debug/delay'
@@ -116,6 +129,9 @@ wait $slow || die "the command on the path when its map was removed failed: $(ca
 say "ok: the command on the path when its map was removed completed"
 wait_for "/dev/mpath-sg/mpathq to go once its command is done" 20 test ! -e /dev/mpath-sg/mpathq
 assert_ok "mpatha still served" sg_turs /dev/mpath-sg/mpatha
+dmsetup remove mpaths
+losetup -d "$loopdev"
+rm -f /run/lab-loop.img
 
 step "a restart keeps every map's major:minor"
 lab_map mpathd "$b0" "$b1"
