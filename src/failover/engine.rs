@@ -200,6 +200,8 @@ impl Engine {
     /// Re-reads the map's table and status from device-mapper.
     pub fn refresh(&self) -> io::Result<Arc<Snapshot>> {
         let _serial = self.refresh_lock.lock();
+        // Any re-read answers the events before it (one after this point sets it again).
+        self.stale.store(false, Ordering::Release);
         let table: MultipathTable = self
             .dm
             .table(&self.map)?
@@ -270,8 +272,7 @@ impl Engine {
     /// `refresh_interval`.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         let snap = self.snapshot.lock().clone();
-        if snap.taken.elapsed() < self.refresh_interval && !self.stale.swap(false, Ordering::AcqRel)
-        {
+        if snap.taken.elapsed() < self.refresh_interval && !self.stale.load(Ordering::Acquire) {
             return snap;
         }
         self.refresh().unwrap_or_else(|e| {
