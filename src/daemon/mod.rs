@@ -62,7 +62,12 @@ pub fn run(opts: Options) -> Result<(), String> {
 
     let kdm = Arc::new(KernelDm::open().map_err(|e| e.to_string())?);
     let dm: Arc<dyn DmControl> = kdm.clone();
-    let maps = dm.multipath_maps().map_err(|e| e.to_string())?;
+    // The first sync lists every map anyway; this listing is only for --map's check.
+    let maps = if opts.maps.is_empty() {
+        Vec::new()
+    } else {
+        dm.multipath_maps().map_err(|e| e.to_string())?
+    };
     for want in &opts.maps {
         if !maps.iter().any(|m| &m.name == want) {
             return Err(format!(
