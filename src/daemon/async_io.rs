@@ -187,14 +187,15 @@ impl MapNode {
         arg: &ReadWriteIn,
     ) -> Result<Vec<u8>, Errno> {
         let count = arg.size as usize;
+        let buffer = ReadBuffer::new(caller);
         let pack_id = if file.force_pack_id.load(Ordering::Relaxed) {
-            requested_pack_id(caller, count)?
+            requested_pack_id(&buffer, count)?
         } else {
             -1
         };
         let nonblock = arg.flags & libc::O_NONBLOCK as u32 != 0;
         let result = self.reap(caller, file, pack_id, nonblock)?;
-        finish_read(caller, count, result)
+        finish_read(caller, &buffer, count, result)
     }
 
     /// The completion read() returns, waiting for one unless O_NONBLOCK. A wait ends with
@@ -277,31 +278,60 @@ impl MapNode {
     }
 }
 
+/// The buffer of the caller's read(2): its address comes from /proc/<tid>/syscall, read
+/// at most once per read() and only when needed (FORCE_PACK_ID, a count above the header).
+struct ReadBuffer<'a> {
+    caller: &'a Caller,
+    found: std::cell::OnceCell<Option<(Abi, u64, ProcessMemory)>>,
+}
+
+impl<'a> ReadBuffer<'a> {
+    fn new(caller: &'a Caller) -> ReadBuffer<'a> {
+        ReadBuffer {
+            caller,
+            found: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The caller's layout, buffer address and memory; None when they cannot be learned
+    /// (readv, io_uring, another pid namespace).
+    fn get(&self) -> Option<&(Abi, u64, ProcessMemory)> {
+        self.found
+            .get_or_init(|| {
+                let (abi, buf) = BlockedSyscall::of(self.caller.pid)?.read_buffer()?;
+                Some((abi, buf, ProcessMemory::new(self.caller.pid)?))
+            })
+            .as_ref()
+    }
+
+    /// `len` bytes of the buffer from `offset`.
+    fn read(&self, offset: usize, len: usize) -> Option<Result<Vec<u8>, MemError>> {
+        let (_, buf, memory) = self.get()?;
+        let mut bytes = vec![0u8; len];
+        let region = crate::cuse::abi::IoctlIovec {
+            base: buf + offset as u64,
+            len: len as u64,
+        };
+        Some(memory.read(&[region], &mut [&mut bytes]).map(|()| bytes))
+    }
+}
+
 /// get_sg_io_pack_id(): under SG_SET_FORCE_PACK_ID, read() takes the pack_id from the
-/// header in the caller's buffer. A caller whose buffer address cannot be learned
-/// (readv, io_uring, another pid namespace) gets any completion, as with pack_id -1.
-fn requested_pack_id(caller: &Caller, count: usize) -> Result<i32, Errno> {
+/// header in the caller's buffer. A caller whose buffer cannot be learned gets any
+/// completion, as with pack_id -1.
+fn requested_pack_id(buffer: &ReadBuffer<'_>, count: usize) -> Result<i32, Errno> {
     if count < SZ_SG_HEADER {
         return Ok(-1);
     }
-    let (Some((abi, buf)), Some(memory)) = (
-        BlockedSyscall::of(caller.pid).and_then(|s| s.read_buffer()),
-        ProcessMemory::new(caller.pid),
-    ) else {
-        tracing::debug!(tid = caller.pid, "read buffer unknown; pack_id -1");
+    let Some(&(abi, _, _)) = buffer.get() else {
+        tracing::debug!(tid = buffer.caller.pid, "read buffer unknown; pack_id -1");
         return Ok(-1);
     };
-    let len = count.min(abi.header_len());
-    let mut head = vec![0u8; len];
-    let region = crate::cuse::abi::IoctlIovec {
-        base: buf,
-        len: len as u64,
+    let head = match buffer.read(0, count.min(abi.header_len())) {
+        Some(Ok(head)) => head,
+        Some(Err(MemError::Fault)) => return Err(Errno::EFAULT),
+        Some(Err(MemError::Unreachable)) | None => return Ok(-1),
     };
-    match memory.read(&[region], &mut [&mut head]) {
-        Ok(()) => {}
-        Err(MemError::Fault) => return Err(Errno::EFAULT),
-        Err(MemError::Unreachable) => return Ok(-1),
-    }
     let int_at = |off: usize| i32::from_ne_bytes(head[off..off + 4].try_into().expect("4 bytes"));
     if int_at(4) >= 0 {
         // A v2 sg_header: pack_id at offset 8.
@@ -319,7 +349,12 @@ fn requested_pack_id(caller: &Caller, count: usize) -> Result<i32, Errno> {
 
 /// sg_new_read(): sense to sbp, data-in to the data buffer, the header as read()'s data.
 /// The request is used up even when this fails, as in sg.
-fn finish_read(caller: &Caller, count: usize, r: AsyncResult) -> Result<Vec<u8>, Errno> {
+fn finish_read(
+    caller: &Caller,
+    buffer: &ReadBuffer<'_>,
+    count: usize,
+    r: AsyncResult,
+) -> Result<Vec<u8>, Errno> {
     let hdr_len = r.abi.header_len();
     if count < hdr_len {
         return Err(Errno::EINVAL);
@@ -340,31 +375,14 @@ fn finish_read(caller: &Caller, count: usize, r: AsyncResult) -> Result<Vec<u8>,
     let off = r.abi.output_offset() as usize;
     reply[off..off + out.as_bytes().len()].copy_from_slice(out.as_bytes());
     // sg writes the header and returns count, leaving the rest of the buffer alone; a
-    // READ reply's length is read()'s result, so the rest is handed back unchanged.
+    // READ reply's length is read()'s result, so the rest is handed back unchanged. If
+    // it cannot be read, read() returns the header length.
     if count > hdr_len {
-        append_buffer_tail(caller, count.min(MAX_READ), &mut reply);
+        if let Some(Ok(tail)) = buffer.read(hdr_len, count.min(MAX_READ) - hdr_len) {
+            reply.extend_from_slice(&tail);
+        }
     }
     Ok(reply)
-}
-
-/// Appends the caller's own bytes past the header, so that read() returns `count` with
-/// the buffer unchanged there. If they cannot be read, read() returns the header length.
-fn append_buffer_tail(caller: &Caller, count: usize, reply: &mut Vec<u8>) {
-    let (Some((_, buf)), Some(memory)) = (
-        BlockedSyscall::of(caller.pid).and_then(|s| s.read_buffer()),
-        ProcessMemory::new(caller.pid),
-    ) else {
-        return;
-    };
-    let start = reply.len();
-    let mut tail = vec![0u8; count - start];
-    let region = crate::cuse::abi::IoctlIovec {
-        base: buf + start as u64,
-        len: tail.len() as u64,
-    };
-    if memory.read(&[region], &mut [&mut tail]).is_ok() {
-        reply.extend_from_slice(&tail);
-    }
 }
 
 #[cfg(test)]
