@@ -27,19 +27,11 @@ build: clients
 CLIENTS := target/clients/sgio_probe target/clients/sgio_probe32 target/clients/sgio_bench \
 	target/clients/sg_async_probe target/clients/sg_async_probe32
 clients: $(CLIENTS)
-target/clients/sgio_probe: tests/vm/clients/sgio_probe.c
-	@mkdir -p $(@D)
-	$(CC) -O2 -Wall -Werror -o $@ $<
-target/clients/sgio_probe32: tests/vm/clients/sgio_probe.c
+# Each client from its own source; NAME32 is NAME built for 32-bit callers (compat path).
+target/clients/%32: tests/vm/clients/%.c
 	@mkdir -p $(@D)
 	$(CC) -m32 -O2 -Wall -Werror -o $@ $<
-target/clients/sg_async_probe: tests/vm/clients/sg_async_probe.c
-	@mkdir -p $(@D)
-	$(CC) -O2 -Wall -Werror -o $@ $<
-target/clients/sg_async_probe32: tests/vm/clients/sg_async_probe.c
-	@mkdir -p $(@D)
-	$(CC) -m32 -O2 -Wall -Werror -o $@ $<
-target/clients/sgio_bench: tests/vm/clients/sgio_bench.c
+target/clients/%: tests/vm/clients/%.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Werror -pthread -o $@ $<
 
