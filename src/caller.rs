@@ -129,44 +129,38 @@ impl BlockedSyscall {
     /// For a thread in read(2)/pread64(2): its layout and buffer address. None for any
     /// other call (readv, io_uring, ...), whose buffer is not one address.
     pub fn read_buffer(&self) -> Option<(Abi, u64)> {
-        self.abi_of(&[NR_READ, NR_PREAD64], &[NR32_READ, NR32_PREAD64])
-            .map(|abi| (abi, self.args[1]))
+        self.abi_of(
+            &[libc::SYS_read, libc::SYS_pread64],
+            &[compat::READ, compat::PREAD64],
+        )
+        .map(|abi| (abi, self.args[1]))
     }
 
     /// The sg_io_hdr layout of a caller in any read or write call; None if unknown.
     pub fn rw_abi(&self) -> Option<Abi> {
         self.abi_of(
             &[
-                NR_READ,
-                NR_WRITE,
-                NR_PREAD64,
-                NR_PWRITE64,
-                NR_READV,
-                NR_WRITEV,
-                295,
-                296,
-                327,
-                328,
+                libc::SYS_read,
+                libc::SYS_write,
+                libc::SYS_pread64,
+                libc::SYS_pwrite64,
+                libc::SYS_readv,
+                libc::SYS_writev,
+                libc::SYS_preadv,
+                libc::SYS_pwritev,
+                libc::SYS_preadv2,
+                libc::SYS_pwritev2,
             ],
-            &[
-                NR32_READ,
-                NR32_WRITE,
-                NR32_PREAD64,
-                181,
-                145,
-                146,
-                333,
-                334,
-                378,
-                379,
-            ],
+            &compat::READ_WRITE,
         )
     }
 
     fn abi_of(&self, native: &[i64], compat: &[i64]) -> Option<Abi> {
         // x32 numbers carry __X32_SYSCALL_BIT; the kernel treats x32 as compat for sg.
-        const X32: i64 = 0x4000_0000;
-        if self.nr & X32 != 0 && native.contains(&(self.nr & !X32)) {
+        #[cfg(target_arch = "x86_64")]
+        if self.nr & compat::X32_SYSCALL_BIT != 0
+            && native.contains(&(self.nr & !compat::X32_SYSCALL_BIT))
+        {
             return Some(Abi::Compat);
         }
         // On x86-64, /proc shows a 32-bit task's syscall by its i386 number; none of those
@@ -181,16 +175,42 @@ impl BlockedSyscall {
     }
 }
 
-// x86-64 and i386 system call numbers (asm/unistd_64.h, asm/unistd_32.h).
-const NR_READ: i64 = 0;
-const NR_WRITE: i64 = 1;
-const NR_PREAD64: i64 = 17;
-const NR_PWRITE64: i64 = 18;
-const NR_READV: i64 = 19;
-const NR_WRITEV: i64 = 20;
-const NR32_READ: i64 = 3;
-const NR32_WRITE: i64 = 4;
-const NR32_PREAD64: i64 = 180;
+/// The 32-bit (compat) system call numbers a caller of the node may be blocked in.
+///
+/// NOTE: libc built for x86_64 carries only the 64-bit table (`libc::SYS_*`, used above);
+/// the i386 numbers a compat task shows in /proc/<tid>/syscall come from
+/// arch/x86/entry/syscalls/syscall_32.tbl. Other architectures' compat tables are not
+/// known here: their 32-bit callers are taken as native (docs/sg-compat.md).
+mod compat {
+    #[cfg(target_arch = "x86_64")]
+    mod table {
+        pub const READ: i64 = 3;
+        pub const WRITE: i64 = 4;
+        pub const READV: i64 = 145;
+        pub const WRITEV: i64 = 146;
+        pub const PREAD64: i64 = 180;
+        pub const PWRITE64: i64 = 181;
+        pub const PREADV: i64 = 333;
+        pub const PWRITEV: i64 = 334;
+        pub const PREADV2: i64 = 378;
+        pub const PWRITEV2: i64 = 379;
+        /// `__X32_SYSCALL_BIT`
+        pub const X32_SYSCALL_BIT: i64 = 0x4000_0000;
+    }
+    #[cfg(target_arch = "x86_64")]
+    pub use table::*;
+    #[cfg(target_arch = "x86_64")]
+    pub const READ_WRITE: [i64; 10] = [
+        READ, WRITE, READV, WRITEV, PREAD64, PWRITE64, PREADV, PWRITEV, PREADV2, PWRITEV2,
+    ];
+    // No compat table: numbers that match no system call.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const READ: i64 = -1;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const PREAD64: i64 = -1;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const READ_WRITE: [i64; 0] = [];
+}
 
 #[cfg(test)]
 mod tests {
