@@ -11,6 +11,7 @@
 //! - [`daemon`]: nodes, device numbers, lifecycle.
 
 pub mod caller;
+pub mod clock;
 pub mod cuse;
 pub mod daemon;
 pub mod dm;
