@@ -58,7 +58,10 @@ mod tests {
         // One tick of slack: the coarse clock advances in ticks (<= 10 ms).
         assert!(b.since(a) >= Duration::from_millis(20), "{:?}", b.since(a));
         assert_eq!(a.since(b), Duration::ZERO);
-        assert_eq!(a + Duration::from_secs(1), Coarse(a.0 + Duration::from_secs(1)));
+        assert_eq!(
+            a + Duration::from_secs(1),
+            Coarse(a.0 + Duration::from_secs(1))
+        );
         assert_eq!(b.millis_since(a), b.since(a).as_millis() as u32);
     }
 }

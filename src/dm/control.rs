@@ -1,6 +1,7 @@
 //! Talking to device-mapper: a small trait (so the failover engine can be tested with a
 //! fake) and its implementation over the `devicemapper` crate's DM ioctls.
 
+use super::message::Message;
 use super::model::DevT;
 use devicemapper::{DevId, DmFlags, DmName, DmOptions, DM};
 use std::io;
@@ -58,8 +59,8 @@ pub trait DmControl: Send + Sync {
     fn table(&self, map: &str) -> io::Result<String>;
     /// The multipath target's status parameters.
     fn status(&self, map: &str) -> io::Result<String>;
-    /// A target message at sector 0, e.g. "fail_path 8:16".
-    fn message(&self, map: &str, msg: &str) -> io::Result<()>;
+    /// A multipath target message (at sector 0).
+    fn message(&self, map: &str, msg: &Message) -> io::Result<()>;
 }
 
 pub struct KernelDm {
@@ -164,10 +165,10 @@ impl DmControl for KernelDm {
         self.multipath_params(map, DmFlags::empty())
     }
 
-    fn message(&self, map: &str, msg: &str) -> io::Result<()> {
+    fn message(&self, map: &str, msg: &Message) -> io::Result<()> {
         let name = DmName::new(map).map_err(|e| dm_err("name", map, e))?;
         self.dm
-            .target_msg(&DevId::Name(name), Some(0), msg)
+            .target_msg(&DevId::Name(name), Some(0), &msg.to_string())
             .map(|_| ())
             .map_err(|e| dm_err(&format!("message '{msg}'"), map, e))
     }

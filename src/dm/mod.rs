@@ -2,7 +2,9 @@
 //! Knows nothing about SCSI commands or CUSE.
 
 pub mod control;
+pub mod message;
 pub mod model;
 
 pub use control::{DmControl, DmDevice, DmKind, KernelDm, MapInfo};
+pub use message::Message;
 pub use model::{DevT, GroupState, MultipathStatus, MultipathTable};

@@ -41,7 +41,7 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    fn new(what: &'static str, near: &str) -> ParseError {
+    pub(crate) fn new(what: &'static str, near: &str) -> ParseError {
         ParseError {
             what,
             near: near.to_string(),

@@ -9,7 +9,7 @@
 //! again at once.
 
 use super::policy::safe_to_repeat;
-use crate::dm::{DevT, DmControl, GroupState, MultipathStatus, MultipathTable};
+use crate::dm::{DevT, DmControl, GroupState, Message, MultipathStatus, MultipathTable};
 use crate::errno::Errno;
 use crate::path::{PathCommand, PathInfo, PathIo};
 use crate::scsi::classify::{classify_completion, classify_errno, host, Verdict};
@@ -307,7 +307,7 @@ impl Engine {
             "failover: path failed, trying the next one"
         );
         if p.dm_active {
-            if let Err(e) = self.dm.message(&self.map, &format!("fail_path {}", p.dev)) {
+            if let Err(e) = self.dm.message(&self.map, &Message::FailPath(p.dev)) {
                 tracing::info!(map = %self.map, path = %p.dev, "could not tell device-mapper: {e}");
             }
         }

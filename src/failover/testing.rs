@@ -2,7 +2,7 @@
 //! groups of paths, messages) and paths whose behaviour a test sets per command.
 
 use super::engine::{Engine, PathOpener};
-use crate::dm::{DevT, DmControl, DmDevice, DmKind};
+use crate::dm::{DevT, DmControl, DmDevice, DmKind, Message};
 use crate::errno::Errno;
 use crate::path::{PathCommand, PathInfo, PathIo};
 use crate::sg::header::{Completion, Direction};
@@ -91,11 +91,12 @@ impl DmControl for FakeDm {
         }
         Ok(s)
     }
-    fn message(&self, _: &str, msg: &str) -> io::Result<()> {
+    fn message(&self, _: &str, msg: &Message) -> io::Result<()> {
         self.messages.lock().push(msg.to_string());
-        if let Some(dev) = msg.strip_prefix("fail_path ") {
-            let dev: DevT = dev.parse().unwrap();
-            self.set(dev.minor, false);
+        match *msg {
+            Message::FailPath(dev) => self.set(dev.minor, false),
+            Message::ReinstatePath(dev) => self.set(dev.minor, true),
+            _ => {}
         }
         Ok(())
     }
