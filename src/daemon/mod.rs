@@ -3,6 +3,7 @@
 
 pub mod async_io;
 pub mod devnums;
+pub mod error;
 pub mod node;
 pub mod registry;
 pub mod status;
@@ -11,6 +12,7 @@ use crate::dm::{DevT, DmControl, KernelDm};
 use crate::failover::PathOpener;
 use crate::path::{PathInfo, PathIo, SgPath};
 use devnums::DevNums;
+pub use error::{DaemonError, StatusError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
@@ -47,7 +49,8 @@ fn sysfs_opener() -> Arc<PathOpener> {
     })
 }
 
-pub fn run(opts: Options) -> Result<(), String> {
+pub fn run(opts: Options) -> Result<(), DaemonError> {
+    let setup = |what: &'static str| move |source| DaemonError::Setup { what, source };
     // Block the signals we wait for before any thread starts, so they all inherit the
     // mask; they arrive through a signalfd polled with device-mapper's events.
     let mut signals = SigSet::empty();
@@ -56,34 +59,34 @@ pub fn run(opts: Options) -> Result<(), String> {
     }
     signals
         .thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
-    let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("signalfd: {e}"))?;
+        .map_err(setup("cannot block signals"))?;
+    let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC).map_err(setup("signalfd"))?;
 
-    let kdm = Arc::new(KernelDm::open().map_err(|e| e.to_string())?);
+    let kdm = Arc::new(KernelDm::open().map_err(DaemonError::DeviceMapper)?);
     let dm: Arc<dyn DmControl> = kdm.clone();
     // The first sync lists every map anyway; this listing is only for --map's check.
     let maps = if opts.maps.is_empty() {
         Vec::new()
     } else {
-        dm.multipath_maps().map_err(|e| e.to_string())?
+        dm.multipath_maps().map_err(DaemonError::DeviceMapper)?
     };
-    for want in &opts.maps {
-        if !maps.iter().any(|m| &m.name == want) {
-            return Err(format!(
-                "--map {want}: no multipath map of that name (see `dmsetup ls --target multipath`)"
-            ));
-        }
+    if let Some(want) = opts
+        .maps
+        .iter()
+        .find(|want| !maps.iter().any(|m| &m.name == *want))
+    {
+        return Err(DaemonError::NoSuchMap(want.clone()));
     }
     let proc_devices = std::fs::read_to_string("/proc/devices").unwrap_or_default();
-    let mut devnums = DevNums::load(&opts.state_dir, &proc_devices).map_err(|e| e.to_string())?;
+    let mut devnums =
+        DevNums::load(&opts.state_dir, &proc_devices).map_err(DaemonError::DeviceNumbers)?;
     if let Some(m) = opts.major {
         devnums.set_major(m);
     }
     let socket = opts.socket.clone();
     let wake = Arc::new(
         EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| format!("eventfd: {e}"))?,
+            .map_err(setup("eventfd"))?,
     );
     let registry = Arc::new(Mutex::new(Registry::new(
         opts,
@@ -93,8 +96,8 @@ pub fn run(opts: Options) -> Result<(), String> {
         wake.clone(),
     )));
     // Armed before the first listing: an event during it is not missed.
-    kdm.arm_poll().map_err(|e| e.to_string())?;
-    registry.lock().sync().map_err(|e| e.to_string())?;
+    kdm.arm_poll().map_err(DaemonError::DeviceMapper)?;
+    registry.lock().sync().map_err(DaemonError::DeviceMapper)?;
     if let Err(e) = status::serve(&socket, registry.clone()) {
         tracing::warn!("no status socket: {e}");
     }
@@ -117,7 +120,7 @@ pub fn run(opts: Options) -> Result<(), String> {
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(format!("poll: {e}")),
+                Err(e) => return Err(setup("poll")(e)),
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
             (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]))

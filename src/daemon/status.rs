@@ -3,6 +3,7 @@
 //! device, sg node, device-mapper state, commands, path errors, failovers and the last
 //! error. One request per connection: "status" (text) or "status json".
 
+use super::error::StatusError;
 use super::registry::Registry;
 use parking_lot::Mutex;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -245,21 +246,23 @@ fn answer(conn: UnixStream, registry: &Mutex<Registry>) -> io::Result<()> {
 }
 
 /// The client side: asks the daemon at `path` and returns its answer.
-pub fn query(path: &Path, json: bool) -> Result<String, String> {
-    let mut conn = UnixStream::connect(path).map_err(|e| {
-        format!(
-            "cannot reach mpath-sgd at {}: {e} (is it running? status needs root)",
-            path.display()
-        )
+pub fn query(path: &Path, json: bool) -> Result<String, StatusError> {
+    let io = |source| StatusError::Io {
+        socket: path.to_path_buf(),
+        source,
+    };
+    let mut conn = UnixStream::connect(path).map_err(|source| StatusError::Unreachable {
+        socket: path.to_path_buf(),
+        source,
     })?;
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
     conn.write_all(if json { b"status json\n" } else { b"status\n" })
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(io)?;
     let mut out = String::new();
-    conn.read_to_string(&mut out)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    conn.read_to_string(&mut out).map_err(io)?;
     if let Some(err) = out.strip_prefix("error: ") {
-        return Err(err.trim().to_string());
+        return Err(StatusError::Refused(err.trim().to_string()));
     }
     Ok(out)
 }
