@@ -343,7 +343,7 @@ pub(super) fn run_on(
         timeout_ms: hdr.timeout,
         flags: hdr.flags,
     };
-    engine.execute(&mut cmd)
+    engine.execute_blocking(&mut cmd)
 }
 
 /// An SG_IO's place in its file's request list, for as long as it runs.

@@ -9,6 +9,7 @@
 //! again at once.
 
 use super::policy::safe_to_repeat;
+use crate::clock::Coarse;
 use crate::dm::{DevT, DmControl, GroupState, Message, MultipathStatus, MultipathTable};
 use crate::errno::Errno;
 use crate::path::{PathCommand, PathInfo, PathIo};
@@ -19,7 +20,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// Opens a path device: its sysfs facts and an executor. The daemon uses sysfs + sg; tests
 /// use fakes.
@@ -84,44 +85,55 @@ pub struct Snapshot {
     /// 1-based number of the group device-mapper uses next.
     pub next_group: usize,
     pub queue_if_no_path: bool,
-    taken: Instant,
+    taken: Coarse,
 }
 
 impl Snapshot {
-    /// Usable paths in the order dm-multipath would try them: the current group, then the
-    /// other groups in table (priority) order, bypassed groups last; round-robin inside a
-    /// group.
-    fn candidates(&self, rr: usize) -> Vec<Arc<PathEntry>> {
+    /// Usable paths in the order dm-multipath would try them, as (group, path) indices:
+    /// the current group, then the other groups in table (priority) order, bypassed
+    /// groups last; round-robin from `rr` over the usable paths of a group. One small
+    /// vector of indices, no path cloned.
+    fn order(&self, rr: usize) -> Vec<(usize, usize)> {
         let n = self.groups.len();
-        let mut order: Vec<usize> = Vec::with_capacity(n);
-        if (1..=n).contains(&self.next_group)
-            && self.groups[self.next_group - 1].state != GroupState::Disabled
-        {
-            order.push(self.next_group - 1);
+        let mut out = Vec::with_capacity(self.groups.iter().map(|g| g.paths.len()).sum());
+        let current = (1..=n).contains(&self.next_group)
+            && self.groups[self.next_group - 1].state != GroupState::Disabled;
+        let mut visit = |g: usize| {
+            let start = out.len();
+            out.extend(
+                self.groups[g]
+                    .paths
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.usable())
+                    .map(|(i, _)| (g, i)),
+            );
+            let len = out.len() - start;
+            if len > 0 {
+                out[start..].rotate_left(rr % len);
+            }
+        };
+        if current {
+            visit(self.next_group - 1);
         }
         for disabled in [false, true] {
-            for (i, g) in self.groups.iter().enumerate() {
-                if (g.state == GroupState::Disabled) == disabled && !order.contains(&i) {
-                    order.push(i);
+            for (g, group) in self.groups.iter().enumerate() {
+                if (group.state == GroupState::Disabled) == disabled
+                    && !(current && g == self.next_group - 1)
+                {
+                    visit(g);
                 }
             }
         }
-        let mut out = Vec::new();
-        for i in order {
-            let usable: Vec<_> = self.groups[i]
-                .paths
-                .iter()
-                .filter(|p| p.usable())
-                .cloned()
-                .collect();
-            if usable.is_empty() {
-                continue;
-            }
-            let k = rr % usable.len();
-            out.extend(usable[k..].iter().cloned());
-            out.extend(usable[..k].iter().cloned());
-        }
         out
+    }
+
+    /// Every usable path, in table order.
+    fn usable(&self) -> impl Iterator<Item = &Arc<PathEntry>> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.paths.iter())
+            .filter(|p| p.usable())
     }
 }
 
@@ -152,8 +164,11 @@ pub struct Engine {
     /// Set at shutdown: commands waiting for a path complete at once.
     closing: AtomicBool,
     pub refresh_interval: Duration,
-    /// How often the map is re-read while a command waits for a path.
-    pub wait_poll: Duration,
+    /// How soon a command waiting for a path (queue_if_no_path) tries again when no
+    /// device-mapper event for the map came first.
+    pub queue_poll: Duration,
+    /// How soon a command tries again while a port is in ALUA transition.
+    pub transition_poll: Duration,
 }
 
 impl Engine {
@@ -167,7 +182,7 @@ impl Engine {
                 groups: vec![],
                 next_group: 0,
                 queue_if_no_path: false,
-                taken: Instant::now(),
+                taken: Coarse::now(),
             })),
             refresh_lock: Mutex::new(()),
             opened: Mutex::new(HashMap::new()),
@@ -176,7 +191,8 @@ impl Engine {
             stale: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             refresh_interval: Duration::from_secs(1),
-            wait_poll: Duration::from_millis(50),
+            queue_poll: Duration::from_secs(1),
+            transition_poll: Duration::from_millis(50),
         };
         engine.refresh()?;
         Ok(engine)
@@ -246,7 +262,7 @@ impl Engine {
             groups,
             next_group: status.next_group,
             queue_if_no_path: table.queue_if_no_path(),
-            taken: Instant::now(),
+            taken: Coarse::now(),
         });
         *self.snapshot.lock() = snap.clone();
         Ok(snap)
@@ -313,28 +329,33 @@ impl Engine {
         }
     }
 
-    /// Runs `cmd` on the map. Ok(completion) is what the caller sees (SCSI status, host
-    /// status, sense); Err is an errno for the caller's ioctl.
-    pub fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
-        let start = Instant::now();
-        let budget = match cmd.timeout_ms {
-            0 => DEFAULT_TIMEOUT,
-            ms => Duration::from_millis(ms.into()),
-        };
-        let deadline = start + budget;
-        let mut tried: Vec<DevT> = Vec::new();
-        let mut snap = self.snapshot();
-        let mut ms = |c: Completion| Completion {
-            duration_ms: start.elapsed().as_millis().min(u32::MAX as u128) as u32,
-            ..c
+    /// Runs `cmd` on the map, one step: on each usable path in dm's order until one
+    /// answers or every one has been tried. `Step::Done` carries what the caller sees (the
+    /// SCSI result, or an errno for its ioctl); `Step::Wait` says every path was tried and
+    /// the map queues (queue_if_no_path) or a port is in ALUA transition: call again with
+    /// the same `attempt` when the map changes (`mark_stale`) or at `retry_at` at the
+    /// latest. Nothing here sleeps, so a waiting command holds no thread.
+    pub fn execute(&self, cmd: &mut PathCommand<'_>, attempt: &mut Attempt) -> Step {
+        let mut snap = if attempt.waits > 0 {
+            // Back after a wait: the map may have changed without an event reaching us.
+            match self.refresh() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(map = %self.map, "cannot re-read the map: {e}");
+                    return self.no_path(cmd, attempt);
+                }
+            }
+        } else {
+            self.snapshot()
         };
         loop {
             let mut retry_later = false;
-            for p in snap.candidates(self.rr.fetch_add(1, Ordering::Relaxed)) {
-                if tried.contains(&p.dev) {
+            let order = snap.order(self.rr.fetch_add(1, Ordering::Relaxed));
+            for p in order.iter().map(|&(g, i)| &snap.groups[g].paths[i]) {
+                if !p.usable() || attempt.tried.contains(&p.dev) {
                     continue;
                 }
-                tried.push(p.dev);
+                attempt.tried.push(p.dev);
                 let Some((info, io)) = &p.opened else {
                     continue;
                 };
@@ -345,20 +366,20 @@ impl Engine {
                     Err(e) => classify_errno(*e),
                 };
                 match verdict {
-                    Verdict::Complete => return result.map(&mut ms),
-                    Verdict::CallerError(e) => return Err(e),
+                    Verdict::Complete => return Step::Done(attempt.stamp(result)),
+                    Verdict::CallerError(e) => return Step::Done(Err(e)),
                     Verdict::PathError {
                         reason,
                         maybe_executed,
                     } => {
-                        self.fail_path(&p, cmd.cdb, reason);
+                        self.fail_path(p, cmd.cdb, reason);
                         if maybe_executed && !safe_to_repeat(cmd.cdb, info.scsi_type) {
                             tracing::warn!(
                                 map = %self.map,
                                 command = format_args!("{:#04x}", cmd.cdb[0]),
                                 "not repeating a command that may have executed; the caller gets the path's result"
                             );
-                            return result.map(&mut ms);
+                            return Step::Done(attempt.stamp(result));
                         }
                         p.stats.failovers.fetch_add(1, Ordering::Relaxed);
                     }
@@ -368,8 +389,9 @@ impl Engine {
                     }
                 }
             }
-            if Instant::now() >= deadline || self.closing.load(Ordering::Relaxed) {
-                break;
+            let now = Coarse::now();
+            if now >= attempt.deadline || self.closing.load(Ordering::Relaxed) {
+                return self.no_path(cmd, attempt);
             }
             // Every usable path of this snapshot was tried: look again, someone may have
             // reinstated a path or reloaded the map.
@@ -378,41 +400,122 @@ impl Engine {
                 Err(e) => {
                     // The map is gone or unreadable: nothing to wait for.
                     tracing::warn!(map = %self.map, "cannot re-read the map: {e}");
-                    break;
+                    return self.no_path(cmd, attempt);
                 }
             };
-            if snap.candidates(0).iter().any(|p| !tried.contains(&p.dev)) {
+            if snap.usable().any(|p| !attempt.tried.contains(&p.dev)) {
                 continue;
             }
             if retry_later || snap.queue_if_no_path {
-                // Wait for a path (queue_if_no_path) or for the ALUA transition, bounded
-                // by the command's timeout; each path gets another chance.
-                std::thread::sleep(
-                    self.wait_poll
-                        .min(deadline.saturating_duration_since(Instant::now())),
-                );
-                tried.clear();
-                continue;
+                // Each path gets another chance after the wait, bounded by the timeout.
+                attempt.tried.clear();
+                attempt.waits += 1;
+                let poll = if retry_later {
+                    self.transition_poll
+                } else {
+                    self.queue_poll
+                };
+                return Step::Wait {
+                    retry_at: (now + poll).min(attempt.deadline),
+                };
             }
-            break;
+            return self.no_path(cmd, attempt);
         }
+    }
+
+    /// `execute` to the end on this thread, sleeping through the waits.
+    pub fn execute_blocking(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
+        let mut attempt = Attempt::new(cmd.timeout_ms);
+        loop {
+            match self.execute(cmd, &mut attempt) {
+                Step::Done(r) => return r,
+                Step::Wait { retry_at } => {
+                    std::thread::sleep(retry_at.since(Coarse::now()));
+                    if Coarse::now() >= attempt.deadline {
+                        if let Step::Done(r) = self.no_path(cmd, &attempt) {
+                            return r;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The answer when no path is left, the wait is over, or the daemon stops.
+    pub fn no_path(&self, cmd: &PathCommand<'_>, attempt: &Attempt) -> Step {
         tracing::warn!(
             map = %self.map,
             command = format_args!("{:#04x}", cmd.cdb.first().copied().unwrap_or(0)),
             "no usable path left; completing with DID_TRANSPORT_DISRUPTED"
         );
-        // Never DID_NO_CONNECT: qemu reports that to its guest as "incorrect LUN".
-        Ok(ms(Completion {
-            host_status: host::DID_TRANSPORT_DISRUPTED,
-            ..Completion::default()
-        }))
+        Step::Done(attempt.stamp(Ok(transport_disrupted())))
     }
+
+    /// Whether commands still wait for paths (false once the daemon stops).
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+}
+
+/// Never DID_NO_CONNECT for a command no path could carry: qemu reports that to its
+/// guest as "incorrect LUN".
+pub fn transport_disrupted() -> Completion {
+    Completion {
+        host_status: host::DID_TRANSPORT_DISRUPTED,
+        ..Completion::default()
+    }
+}
+
+/// One command's progress across the steps of `Engine::execute`.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub started: Coarse,
+    /// No waiting for a path past this (the command's timeout, or 30 s for timeout 0).
+    pub deadline: Coarse,
+    /// Paths tried since the last wait.
+    tried: Vec<DevT>,
+    /// Waits so far.
+    pub waits: u32,
+}
+
+impl Attempt {
+    pub fn new(timeout_ms: u32) -> Attempt {
+        let started = Coarse::now();
+        let budget = match timeout_ms {
+            0 => DEFAULT_TIMEOUT,
+            ms => Duration::from_millis(ms.into()),
+        };
+        Attempt {
+            started,
+            deadline: started + budget,
+            tried: Vec::new(),
+            waits: 0,
+        }
+    }
+
+    /// The completion with its duration: milliseconds since the command started, as sg's
+    /// `duration` (its own jiffies clock has the same resolution as the coarse clock).
+    fn stamp(&self, r: Result<Completion, Errno>) -> Result<Completion, Errno> {
+        let duration_ms = Coarse::now().millis_since(self.started);
+        r.map(|c| Completion { duration_ms, ..c })
+    }
+}
+
+/// What one call of `Engine::execute` came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The command is over: what the caller sees.
+    Done(Result<Completion, Errno>),
+    /// Wait for a path: call `execute` again at `retry_at` at the latest, or as soon as
+    /// the map changes.
+    Wait { retry_at: Coarse },
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
     use super::*;
+    use std::time::Instant;
 
     const TUR: [u8; 6] = [0; 6];
     const PR_OUT: [u8; 10] = [0x5f, 0, 0, 0, 0, 0, 0, 0, 0x18, 0];
@@ -571,8 +674,13 @@ mod tests {
         let t = Instant::now();
         let c = r.run(&TUR, 300).unwrap();
         assert_eq!(c.host_status, host::DID_TRANSPORT_DISRUPTED);
-        assert!(t.elapsed() >= Duration::from_millis(300));
-        assert!(c.duration_ms >= 300);
+        // The deadline is on the coarse clock: within a tick (<= 10 ms) of 300 ms.
+        assert!(
+            t.elapsed() >= Duration::from_millis(290),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(c.duration_ms >= 290, "{}", c.duration_ms);
     }
 
     #[test]
@@ -630,6 +738,69 @@ mod tests {
         assert_eq!(r.run(&TUR, 5_000).unwrap().status, 0);
         assert_eq!(r.calls(0), 3);
         assert!(r.dm.messages.lock().is_empty());
+    }
+
+    #[test]
+    fn a_command_waiting_for_a_path_returns_instead_of_sleeping() {
+        let mut r = rig(&[&[0]], true);
+        r.engine.queue_poll = Duration::from_secs(5);
+        r.behave(0, |_| Err(Errno::ENXIO));
+        let mut cmd = PathCommand {
+            cdb: &TUR,
+            direction: crate::sg::header::Direction::None,
+            transfer_len: 0,
+            data: None,
+            timeout_ms: 60_000,
+            flags: 0,
+        };
+        let mut attempt = Attempt::new(cmd.timeout_ms);
+        let t = Instant::now();
+        let step = r.engine.execute(&mut cmd, &mut attempt);
+        assert!(t.elapsed() < Duration::from_secs(1), "no sleeping inside");
+        let Step::Wait { retry_at } = step else {
+            panic!("expected a wait, got {step:?}");
+        };
+        assert!(retry_at > Coarse::now(), "retry in the future");
+        assert!(retry_at <= attempt.deadline);
+        assert_eq!(attempt.waits, 1);
+        // The path comes back: the next step uses it.
+        r.behave(0, good);
+        r.dm.set(0, true);
+        let step = r.engine.execute(&mut cmd, &mut attempt);
+        assert!(
+            matches!(step, Step::Done(Ok(ref c)) if c.host_status == 0),
+            "{step:?}"
+        );
+        assert_eq!(r.calls(0), 2);
+    }
+
+    #[test]
+    fn a_wait_past_the_deadline_ends_with_transport_disrupted() {
+        let r = rig(&[&[0]], true);
+        r.behave(0, |_| Err(Errno::ENXIO));
+        let mut cmd = PathCommand {
+            cdb: &TUR,
+            direction: crate::sg::header::Direction::None,
+            transfer_len: 0,
+            data: None,
+            timeout_ms: 1,
+            flags: 0,
+        };
+        let mut attempt = Attempt::new(cmd.timeout_ms);
+        std::thread::sleep(Duration::from_millis(20));
+        let step = r.engine.execute(&mut cmd, &mut attempt);
+        assert!(
+            matches!(step, Step::Done(Ok(ref c)) if c.host_status == host::DID_TRANSPORT_DISRUPTED),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn an_errno_from_the_path_means_not_issued_even_for_unsafe_commands() {
+        let r = rig(&[&[0], &[16]], false);
+        r.behave(0, |_| Err(Errno::ENODEV));
+        assert_eq!(r.run(&PR_OUT, 1000).unwrap().host_status, 0);
+        assert_eq!(r.calls(16), 1, "PR OUT moved to the next path");
     }
 
     #[test]

@@ -156,7 +156,8 @@ pub fn rig(groups: &[&[u32]], queue: bool) -> Rig {
         Ok((info, p as Arc<dyn PathIo>))
     });
     let mut engine = Engine::new("mpatha", dm.clone(), opener).unwrap();
-    engine.wait_poll = Duration::from_millis(5);
+    engine.queue_poll = Duration::from_millis(5);
+    engine.transition_poll = Duration::from_millis(5);
     Rig { dm, paths, engine }
 }
 
@@ -180,6 +181,6 @@ impl Rig {
             timeout_ms,
             flags: 0,
         };
-        self.engine.execute(&mut cmd)
+        self.engine.execute_blocking(&mut cmd)
     }
 }
