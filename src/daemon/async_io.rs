@@ -463,7 +463,7 @@ mod tests {
             sense.extend_from_slice(&[0; 10]);
             Ok(Completion {
                 status: 2,
-                sense,
+                sense: crate::sg::header::SenseBytes::from_slice(&sense),
                 ..Default::default()
             })
         });

@@ -10,7 +10,7 @@ pub mod status;
 
 use crate::dm::{DevT, DmControl, KernelDm};
 use crate::failover::PathOpener;
-use crate::path::{PathInfo, PathIo, SgPath};
+use crate::path::{PathInfo, PathIo, ScsiPath};
 use devnums::DevNums;
 pub use error::{DaemonError, StatusError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -44,7 +44,7 @@ pub const DEV_DIR: &str = "mpath-sg";
 fn sysfs_opener() -> Arc<PathOpener> {
     Arc::new(|dev: DevT| {
         let info = PathInfo::from_sysfs(Path::new("/sys"), dev)?;
-        let io: Arc<dyn PathIo> = Arc::new(SgPath::open(info.sg_node.clone())?);
+        let io: Arc<dyn PathIo> = Arc::new(ScsiPath::open(&info)?);
         Ok((info, io))
     })
 }

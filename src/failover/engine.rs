@@ -515,6 +515,7 @@ pub enum Step {
 mod tests {
     use super::super::testing::*;
     use super::*;
+    use crate::sg::header::SenseBytes;
     use std::time::Instant;
 
     const TUR: [u8; 6] = [0; 6];
@@ -607,12 +608,12 @@ mod tests {
             Ok(Completion {
                 status: 2,
                 driver_status: 8,
-                sense: sense.clone(),
+                sense: SenseBytes::from_slice(&sense),
                 ..Default::default()
             })
         });
         let c = r.run(&TUR, 1000).unwrap();
-        assert_eq!((c.status, c.sense.clone()), (2, ua));
+        assert_eq!((c.status, &*c.sense), (2, &ua[..]));
         r.behave(0, |_| {
             Ok(Completion {
                 status: 0x18,
@@ -728,7 +729,7 @@ mod tests {
                 ];
                 Ok(Completion {
                     status: 2,
-                    sense: s,
+                    sense: SenseBytes::from_slice(&s),
                     ..Default::default()
                 })
             } else {

@@ -1,6 +1,6 @@
-//! One path of a map: its SCSI device found through sysfs, and SG_IO issued on its sg node
-//! (sg nodes do not filter commands the way block devices do). The only `unsafe` here is
-//! the SG_IO ioctl itself.
+//! One path of a map: its SCSI device found through sysfs, and SG_IO issued on its block
+//! device (the data mapped, no bounce copy) or its sg node. The only `unsafe` here is the
+//! SG_IO ioctl itself.
 
 use crate::dm::DevT;
 use crate::errno::Errno;
@@ -8,13 +8,14 @@ use crate::sg::abi::{
     ioctl::SG_IO, SgIoHdr64, INTERFACE_ID_V3, MAX_SENSE_LEN, SG_DXFER_FROM_DEV, SG_DXFER_NONE,
     SG_DXFER_TO_DEV, SG_FLAG_MMAP_IO,
 };
-use crate::sg::header::{Completion, Direction};
+use crate::sg::header::{Completion, Direction, SenseBytes};
 use parking_lot::Mutex;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One command for a path, in the daemon's memory.
 pub struct PathCommand<'a> {
@@ -38,8 +39,11 @@ pub trait PathIo: Send + Sync {
 /// What sysfs says about a path device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PathInfo {
+    pub dev: DevT,
     /// "sdb"
     pub block_name: String,
+    /// "/dev/sdb"
+    pub block_node: PathBuf,
     /// "/dev/sg2"
     pub sg_node: PathBuf,
     pub host: i32,
@@ -58,6 +62,8 @@ pub struct PathInfo {
     pub max_hw_transfer: usize,
     /// queue/max_segments (sg's SG_GET_SG_TABLESIZE).
     pub max_segments: i32,
+    /// queue/io_timeout: what a command timeout of 0 means on this device.
+    pub io_timeout_ms: u32,
 }
 
 fn read_trim(p: &Path) -> io::Result<String> {
@@ -114,6 +120,8 @@ impl PathInfo {
             .ok_or_else(|| io::Error::other(format!("path {dev} ({block_name}) has no sg node")))?;
         let queue = base.join("queue");
         Ok(PathInfo {
+            dev,
+            block_node: PathBuf::from("/dev").join(&block_name),
             block_name,
             sg_node: PathBuf::from("/dev").join(sg),
             host,
@@ -130,106 +138,202 @@ impl PathInfo {
             max_hw_transfer: read_num::<usize>(&queue.join("max_hw_sectors_kb")).map_err(ctx)?
                 * 1024,
             max_segments: read_num(&queue.join("max_segments")).map_err(ctx)?,
+            io_timeout_ms: read_num(&queue.join("io_timeout")).unwrap_or(30_000),
         })
     }
 }
 
-/// SG_IO on a path's sg node. Keeps a few open fds: sg allows 16 outstanding commands per
-/// fd (more gets EDOM), so each in-flight command borrows an fd of its own.
-pub struct SgPath {
-    node: PathBuf,
-    idle: Mutex<Vec<File>>,
+/// `BLK_MIN_SG_TIMEOUT` (7 s): SG_IO on a block device raises any shorter timeout to this.
+const BLOCK_MIN_TIMEOUT_MS: u32 = 7000;
+
+/// How a command reached the path's device, for `mpath-sgd status` and the lab.
+#[derive(Default)]
+pub struct RouteStats {
+    /// Commands issued on the block device (the caller's data mapped, no bounce copy).
+    pub block: AtomicU64,
+    /// Commands issued on the sg node: no data buffer, a timeout under 7 s, or the block
+    /// device refused to map the buffer.
+    pub sg: AtomicU64,
 }
 
-impl SgPath {
-    pub fn new(node: PathBuf) -> SgPath {
-        SgPath {
-            node,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
+/// SG_IO on one path. Commands go to the path's block device, where the block layer maps
+/// the daemon's (page-aligned) buffer for the transfer instead of bouncing it through a
+/// kernel buffer as sg does; SG_IO on a block device applies the kernel's command filter
+/// (scsi_cmd_allowed) unless the daemon holds CAP_SYS_RAWIO, which the service unit
+/// grants: the daemon has already decided, by sg's rules, what the caller may send.
+/// The sg node takes what the block device cannot do as sg would:
+/// - a transfer without a data buffer (sg's NULL dxferp or mmap-ed I/O);
+/// - a timeout under 7 s (block-device SG_IO raises it to BLK_MIN_SG_TIMEOUT);
+/// - a buffer the block device refuses to map (EINVAL, e.g. more segments than the
+///   queue takes; ENOMEM), or EPERM from its command filter (daemon without
+///   CAP_SYS_RAWIO): each refused before the command is issued, so sending it again on
+///   the sg node is safe.
+pub struct ScsiPath {
+    /// The block device, opened O_RDWR (without O_NONBLOCK, so that SG_IO waits for error
+    /// handling to finish, as sg's does). SG_IO on it is reentrant: one fd for all.
+    block: Option<File>,
+    sg_node: PathBuf,
+    /// Idle sg fds: sg allows 16 outstanding commands per fd (more gets EDOM), so each
+    /// command in flight on the sg node borrows an fd of its own.
+    sg_idle: Mutex<Vec<File>>,
+    /// What a timeout of 0 means on the sg node: the device's own (queue/io_timeout).
+    default_timeout_ms: u32,
+    pub routes: RouteStats,
+}
 
-    /// Opens the first fd now, so that a failover to this path does not pay for sg's open
-    /// (reserve buffer allocation) in the middle of a command, and a path whose sg node
-    /// cannot be opened is found out before it is needed.
-    pub fn open(node: PathBuf) -> std::io::Result<SgPath> {
-        let path = SgPath::new(node);
+impl ScsiPath {
+    /// Opens the path's devices now, so that a failover to this path does not pay for an
+    /// open in the middle of a command, and a path whose devices cannot be opened is found
+    /// out before it is needed. The block device is optional (the sg node takes
+    /// everything without it); the sg node is not.
+    pub fn open(info: &PathInfo) -> io::Result<ScsiPath> {
+        let block = match open_block(&info.block_node, info.dev) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(
+                    path = %info.dev,
+                    "block device {} not usable, every command goes to {}: {e}",
+                    info.block_node.display(),
+                    info.sg_node.display()
+                );
+                None
+            }
+        };
+        let path = ScsiPath {
+            block,
+            sg_node: info.sg_node.clone(),
+            sg_idle: Mutex::new(Vec::new()),
+            default_timeout_ms: info.io_timeout_ms,
+            routes: RouteStats::default(),
+        };
         let fd = path
-            .take_fd()
-            .map_err(|e| io::Error::other(format!("open {}: {e}", path.node.display())))?;
-        path.idle.lock().push(fd);
+            .take_sg_fd()
+            .map_err(|e| io::Error::other(format!("open {}: {e}", path.sg_node.display())))?;
+        path.sg_idle.lock().push(fd);
         Ok(path)
     }
 
-    fn take_fd(&self) -> Result<File, Errno> {
-        if let Some(f) = self.idle.lock().pop() {
+    fn take_sg_fd(&self) -> Result<File, Errno> {
+        if let Some(f) = self.sg_idle.lock().pop() {
             return Ok(f);
         }
         OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&self.node)
+            .open(&self.sg_node)
             .map_err(|e| Errno::from_io(&e))
+    }
+
+    fn on_sg(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
+        self.routes.sg.fetch_add(1, Ordering::Relaxed);
+        let fd = self.take_sg_fd()?;
+        let result = sg_io(&fd, cmd, cmd.timeout_ms);
+        // An fd whose device went away is not worth keeping.
+        if !matches!(result, Err(e) if e == Errno::ENODEV) {
+            self.sg_idle.lock().push(fd);
+        }
+        result
     }
 }
 
-impl PathIo for SgPath {
-    fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
-        let fd = self.take_fd()?;
-        let mut sense = [0u8; MAX_SENSE_LEN];
-        let (dxferp, dir) = match (&mut cmd.data, cmd.direction) {
-            (_, Direction::None) => (0u64, SG_DXFER_NONE),
-            (Some(buf), Direction::ToDevice) => (buf.as_mut_ptr() as u64, SG_DXFER_TO_DEV),
-            (Some(buf), Direction::FromDevice) => (buf.as_mut_ptr() as u64, SG_DXFER_FROM_DEV),
-            (None, Direction::ToDevice) => (0, SG_DXFER_TO_DEV),
-            (None, Direction::FromDevice) => (0, SG_DXFER_FROM_DEV),
-        };
-        if let Some(buf) = &cmd.data {
-            assert!(
-                buf.len() >= cmd.transfer_len,
-                "data buffer shorter than the transfer"
-            );
-        }
-        let mut hdr = SgIoHdr64 {
-            interface_id: INTERFACE_ID_V3,
-            dxfer_direction: dir,
-            cmd_len: cmd.cdb.len() as u8,
-            mx_sb_len: MAX_SENSE_LEN as u8,
-            dxfer_len: if dir == SG_DXFER_NONE {
-                0
-            } else {
-                cmd.transfer_len as u32
-            },
-            dxferp,
-            cmdp: cmd.cdb.as_ptr() as u64,
-            sbp: sense.as_mut_ptr() as u64,
-            timeout: cmd.timeout_ms,
-            flags: cmd.flags & !SG_FLAG_MMAP_IO,
-            ..Default::default()
-        };
-        // SAFETY: SG_IO reads `hdr` and writes its output fields; it reads cmd_len bytes at
-        // cmdp (the CDB slice), writes at most mx_sb_len (96) bytes at sbp (`sense`, 96
-        // bytes), and reads or writes dxfer_len bytes at dxferp, which is either NULL or a
-        // buffer of at least transfer_len bytes (asserted above), exclusively borrowed for
-        // the call. All of them outlive the synchronous ioctl.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), SG_IO as _, &mut hdr as *mut SgIoHdr64) };
-        let result = if rc < 0 {
-            Err(Errno::from_io(&io::Error::last_os_error()))
+/// Opens a path's block device and checks that it is the device the map names (a name
+/// can be reused by another disk between the sysfs lookup and the open).
+fn open_block(node: &Path, dev: DevT) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(node)?;
+    let st = nix::sys::stat::fstat(&f).map_err(io::Error::from)?;
+    let rdev = (
+        nix::sys::stat::major(st.st_rdev) as u32,
+        nix::sys::stat::minor(st.st_rdev) as u32,
+    );
+    if st.st_mode & libc::S_IFMT != libc::S_IFBLK || rdev != (dev.major, dev.minor) {
+        return Err(io::Error::other(format!(
+            "{} is not block device {dev}",
+            node.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// One SG_IO on `fd` (a sg node or a block device).
+fn sg_io(fd: &File, cmd: &mut PathCommand<'_>, timeout_ms: u32) -> Result<Completion, Errno> {
+    let mut sense = [0u8; MAX_SENSE_LEN];
+    let (dxferp, dir) = match (&mut cmd.data, cmd.direction) {
+        (_, Direction::None) => (0u64, SG_DXFER_NONE),
+        (Some(buf), Direction::ToDevice) => (buf.as_mut_ptr() as u64, SG_DXFER_TO_DEV),
+        (Some(buf), Direction::FromDevice) => (buf.as_mut_ptr() as u64, SG_DXFER_FROM_DEV),
+        (None, Direction::ToDevice) => (0, SG_DXFER_TO_DEV),
+        (None, Direction::FromDevice) => (0, SG_DXFER_FROM_DEV),
+    };
+    if let Some(buf) = &cmd.data {
+        assert!(
+            buf.len() >= cmd.transfer_len,
+            "data buffer shorter than the transfer"
+        );
+    }
+    let mut hdr = SgIoHdr64 {
+        interface_id: INTERFACE_ID_V3,
+        dxfer_direction: dir,
+        cmd_len: cmd.cdb.len() as u8,
+        mx_sb_len: MAX_SENSE_LEN as u8,
+        dxfer_len: if dir == SG_DXFER_NONE {
+            0
         } else {
-            Ok(Completion {
-                status: hdr.out.status,
-                host_status: hdr.out.host_status,
-                driver_status: hdr.out.driver_status,
-                resid: hdr.out.resid,
-                duration_ms: hdr.out.duration,
-                sense: sense[..usize::from(hdr.out.sb_len_wr).min(MAX_SENSE_LEN)].to_vec(),
-            })
+            cmd.transfer_len as u32
+        },
+        dxferp,
+        cmdp: cmd.cdb.as_ptr() as u64,
+        sbp: sense.as_mut_ptr() as u64,
+        timeout: timeout_ms,
+        flags: cmd.flags & !SG_FLAG_MMAP_IO,
+        ..Default::default()
+    };
+    // SAFETY: SG_IO reads `hdr` and writes its output fields; it reads cmd_len bytes at
+    // cmdp (the CDB slice), writes at most mx_sb_len (96) bytes at sbp (`sense`, 96
+    // bytes), and reads or writes dxfer_len bytes at dxferp, which is either NULL or a
+    // buffer of at least transfer_len bytes (asserted above), exclusively borrowed for
+    // the call. All of them outlive the synchronous ioctl.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), SG_IO as _, &mut hdr as *mut SgIoHdr64) };
+    if rc < 0 {
+        return Err(Errno::from_io(&io::Error::last_os_error()));
+    }
+    let sense_len = usize::from(hdr.out.sb_len_wr).min(MAX_SENSE_LEN);
+    Ok(Completion {
+        status: hdr.out.status,
+        host_status: hdr.out.host_status,
+        driver_status: hdr.out.driver_status,
+        resid: hdr.out.resid,
+        duration_ms: hdr.out.duration,
+        sense: SenseBytes::from_slice(&sense[..sense_len]),
+    })
+}
+
+impl PathIo for ScsiPath {
+    fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
+        let needs_sg = (cmd.data.is_none() && cmd.direction != Direction::None)
+            || (cmd.timeout_ms != 0 && cmd.timeout_ms < BLOCK_MIN_TIMEOUT_MS);
+        let Some(block) = self.block.as_ref().filter(|_| !needs_sg) else {
+            return self.on_sg(cmd);
         };
-        // An fd whose device went away is not worth keeping.
-        if !matches!(result, Err(e) if e == Errno::ENODEV) {
-            self.idle.lock().push(fd);
+        // Timeout 0 means the device's own timeout on sg (the request keeps rq->timeout 0
+        // and the block layer applies the queue's); block-device SG_IO would take 60 s.
+        let timeout = match cmd.timeout_ms {
+            0 => self.default_timeout_ms.max(BLOCK_MIN_TIMEOUT_MS),
+            t => t,
+        };
+        match sg_io(block, cmd, timeout) {
+            Err(e) if e == Errno::EINVAL || e == Errno::ENOMEM || e == Errno::EPERM => {
+                tracing::debug!(errno = %e, "block device refused the command; sending it on the sg node");
+                self.on_sg(cmd)
+            }
+            r => {
+                self.routes.block.fetch_add(1, Ordering::Relaxed);
+                r
+            }
         }
-        result
     }
 }

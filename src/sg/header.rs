@@ -154,14 +154,57 @@ pub enum Direction {
 }
 
 /// What came back from the device for one command.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Completion {
     pub status: u8,
     pub host_status: u16,
     pub driver_status: u16,
     pub resid: i32,
     pub duration_ms: u32,
-    pub sense: Vec<u8>,
+    pub sense: SenseBytes,
+}
+
+/// The sense bytes a command returned: at most 96 (SCSI_SENSE_BUFFERSIZE), kept inline
+/// so that a completion costs no allocation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SenseBytes {
+    len: u8,
+    bytes: [u8; MAX_SENSE_LEN],
+}
+
+impl SenseBytes {
+    /// The first 96 bytes of `s`.
+    pub fn from_slice(s: &[u8]) -> SenseBytes {
+        let len = s.len().min(MAX_SENSE_LEN);
+        let mut bytes = [0u8; MAX_SENSE_LEN];
+        bytes[..len].copy_from_slice(&s[..len]);
+        SenseBytes {
+            len: len as u8,
+            bytes,
+        }
+    }
+}
+
+impl Default for SenseBytes {
+    fn default() -> SenseBytes {
+        SenseBytes {
+            len: 0,
+            bytes: [0; MAX_SENSE_LEN],
+        }
+    }
+}
+
+impl std::ops::Deref for SenseBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for SenseBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02x?}", &**self)
+    }
 }
 
 /// The output fields and the sense bytes to write back, computed as sg_new_read() does:
@@ -200,12 +243,12 @@ pub fn output_for(hdr: &SgIoHeader, c: &Completion) -> (SgIoOutput, usize) {
     (out, sb_len_wr)
 }
 
-/// The `len` sense bytes sg writes to the caller: the LU's sense, zero-padded.
-pub fn sense_bytes(c: &Completion, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    let n = len.min(c.sense.len());
-    v[..n].copy_from_slice(&c.sense[..n]);
-    v
+/// The `len` (<= 96) sense bytes sg writes to the caller: the LU's sense, zero-padded
+/// (sg copies from its zero-filled 96-byte buffer).
+pub fn sense_bytes(c: &Completion, len: usize) -> SenseBytes {
+    let mut out = SenseBytes::from_slice(&c.sense);
+    out.len = len.min(MAX_SENSE_LEN) as u8;
+    out
 }
 
 /// The bytes of data-in the device really transferred: dxfer_len less the residual.
@@ -356,7 +399,7 @@ mod tests {
         let c = Completion {
             status: 0x02,
             driver_status: DRIVER_SENSE,
-            sense,
+            sense: SenseBytes::from_slice(&sense),
             ..Default::default()
         };
         let (out, n) = output_for(&hdr, &c);
@@ -373,7 +416,7 @@ mod tests {
         let c = Completion {
             status: 0x02,
             driver_status: DRIVER_SENSE,
-            sense,
+            sense: SenseBytes::from_slice(&sense),
             ..Default::default()
         };
         let hdr = SgIoHeader {

@@ -150,7 +150,14 @@ static void rd(const char *name, int fd, int pack_id, size_t count)
 				for (int i = 0; i < h->sb_len_wr; i++)
 					printf("%02x", q->sense[i]);
 			}
-			if (h->dxfer_len && h->dxfer_direction == SG_DXFER_FROM_DEV)
+			/* After CHECK CONDITION the data-in buffer holds whatever the device did
+			 * not overwrite (scsi_debug reports resid 0 even when it transferred
+			 * nothing): stale bytes of sg's reserve buffer on sg, zeros or this
+			 * file's own earlier data on the node (docs/sg-compat.md). */
+			if (h->dxfer_len && h->dxfer_direction == SG_DXFER_FROM_DEV &&
+			    (h->masked_status & 0x01))
+				printf(" data=(unspecified after CHECK CONDITION)");
+			else if (h->dxfer_len && h->dxfer_direction == SG_DXFER_FROM_DEV)
 				printf(" data=%08x", fnv(q->data, h->dxfer_len - h->resid));
 		} else {
 			printf(" usr_ptr=bad");

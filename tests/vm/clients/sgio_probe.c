@@ -109,7 +109,13 @@ static void sgio(const char *name, int fd, sg_io_hdr_t *h, unsigned char *data, 
 		/* A linear buffer is compared over what the device transferred: past
 		 * dxfer_len - resid, sg copies back stale bytes of its bounce buffer (and the
 		 * node leaves the caller's bytes alone; docs/sg-compat.md). */
-		if (data && data_len && h->iovec_count == 0) {
+		/* After CHECK CONDITION the buffer holds whatever the device did not
+		 * overwrite (scsi_debug reports resid 0 even when it moved nothing): stale
+		 * bytes of sg's bounce buffer on sg, zeros or this file's own earlier data on
+		 * the node (docs/sg-compat.md). */
+		if (data && data_len && (h->masked_status & 0x01) && h->resid == 0) {
+			printf(" data=(unspecified after CHECK CONDITION)");
+		} else if (data && data_len && h->iovec_count == 0) {
 			size_t n = h->dxfer_len - (h->resid > 0 ? (size_t)h->resid : 0);
 			printf(" data=%08x", fnv(data, n < data_len ? n : data_len));
 		} else if (data && data_len) {
