@@ -169,8 +169,10 @@ pub struct RouteStats {
 ///   CAP_SYS_RAWIO): each refused before the command is issued, so sending it again on
 ///   the sg node is safe.
 pub struct ScsiPath {
-    /// The block device, opened O_RDWR (without O_NONBLOCK, so that SG_IO waits for error
-    /// handling to finish, as sg's does). SG_IO on it is reentrant: one fd for all.
+    /// The block device, opened read-only: SG_IO does not need more with CAP_SYS_RAWIO,
+    /// and closing a block device opened for writing makes udev re-probe the disk (its
+    /// inotify watch sees IN_CLOSE_WRITE). Without O_NONBLOCK, so that SG_IO waits for
+    /// error handling to finish, as sg's does. SG_IO on it is reentrant: one fd for all.
     block: Option<File>,
     sg_node: PathBuf,
     /// Idle sg fds: sg allows 16 outstanding commands per fd (more gets EDOM), so each
@@ -242,7 +244,6 @@ impl ScsiPath {
 fn open_block(node: &Path, dev: DevT) -> io::Result<File> {
     let f = OpenOptions::new()
         .read(true)
-        .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(node)?;
     let st = nix::sys::stat::fstat(&f).map_err(io::Error::from)?;
