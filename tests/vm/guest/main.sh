@@ -26,7 +26,7 @@ for scenario in "$@"; do
 	trace=
 	[ "${LAB_TRACE:-0}" = 1 ] && trace=-x
 	timeout --kill-after=10 "${LAB_SCENARIO_TIMEOUT:-300}" \
-		bash $trace -c 'set -euo pipefail; . "$LAB_ROOT/lib/lab.sh"; . "$1"' scenario "$scenario" \
+		bash $trace -c 'PS4="+ \${EPOCHREALTIME} "; set -euo pipefail; . "$LAB_ROOT/lib/lab.sh"; . "$1"' scenario "$scenario" \
 		>"$log" 2>&1
 	rc=$?
 	cat "$log"
