@@ -11,6 +11,7 @@
 //! the calls fail with EPERM and the node falls back to CUSE's retry rounds.
 
 use crate::cuse::abi::IoctlIovec;
+use crate::cuse::Tid;
 use crate::sg::direct::{CallerMemory, MemError};
 use crate::sg::header::Abi;
 use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
@@ -25,10 +26,10 @@ pub struct ProcessMemory {
 }
 
 impl ProcessMemory {
-    /// None for thread id 0 (the caller is not visible in the daemon's pid namespace).
-    pub fn new(tid: u32) -> Option<ProcessMemory> {
-        (tid != 0 && tid <= i32::MAX as u32).then(|| ProcessMemory {
-            tid: Pid::from_raw(tid as i32),
+    /// None for a caller not visible in the daemon's pid namespace.
+    pub fn new(tid: Tid) -> Option<ProcessMemory> {
+        tid.visible().map(|t| ProcessMemory {
+            tid: Pid::from_raw(t as i32),
         })
     }
 }
@@ -67,27 +68,53 @@ impl CallerMemory for ProcessMemory {
         Ok(())
     }
 
-    fn write(&self, regions: &[IoctlIovec], data: &[u8]) -> Result<(), MemError> {
+    fn write(&self, regions: &[IoctlIovec], parts: &[&[u8]]) -> Result<(), MemError> {
         let mut remote = remote(regions)?;
         // Clip the regions to the data (a short result fills a prefix).
-        let mut left = data.len();
+        let mut left: usize = parts.iter().map(|p| p.len()).sum();
         for r in remote.iter_mut() {
             r.len = r.len.min(left);
             left -= r.len;
         }
         remote.retain(|r| r.len > 0);
+        // The local side walks the parts in step with the remote chunks.
+        let mut part = 0;
         let mut off = 0;
-        for r in remote.chunks(IOV_MAX) {
-            let want: usize = r.iter().map(|v| v.len).sum();
-            let local = [IoSlice::new(&data[off..off + want])];
-            let n = process_vm_writev(self.tid, &local, r).map_err(classify)?;
-            if n != want {
+        for chunk in remote.chunks(IOV_MAX) {
+            let mut want: usize = chunk.iter().map(|v| v.len).sum();
+            let total = want;
+            let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len());
+            while want > 0 {
+                let p = parts[part];
+                let take = (p.len() - off).min(want);
+                if take > 0 {
+                    local.push(IoSlice::new(&p[off..off + take]));
+                }
+                want -= take;
+                off += take;
+                if off == p.len() {
+                    part += 1;
+                    off = 0;
+                }
+            }
+            let n = process_vm_writev(self.tid, &local, chunk).map_err(classify)?;
+            if n != total {
                 return Err(MemError::Fault);
             }
-            off += want;
         }
         Ok(())
     }
+}
+
+/// The thread group (process) of thread `tid`, from /proc/<tid>/status; None for a thread
+/// the daemon cannot see.
+pub fn thread_group(tid: Tid) -> Option<u32> {
+    let tid = tid.visible()?;
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The system call a thread is blocked in, from /proc/<tid>/syscall: how the daemon learns
@@ -102,12 +129,27 @@ pub struct BlockedSyscall {
 }
 
 impl BlockedSyscall {
-    pub fn of(tid: u32) -> Option<BlockedSyscall> {
-        if tid == 0 {
-            return None;
+    /// The call thread `tid` waits in. The request reaches the daemon as soon as the
+    /// kernel queues it, possibly before the caller has gone to sleep waiting for the
+    /// answer; until then the kernel shows "running" (task_current_syscall() can only
+    /// read a task that is not running). So a "running" thread is asked again, for at
+    /// most about 10 ms: it is on its way to sleep in this very call.
+    pub fn of(tid: Tid) -> Option<BlockedSyscall> {
+        let tid = tid.visible()?;
+        let path = format!("/proc/{tid}/syscall");
+        for attempt in 0..64 {
+            let line = std::fs::read_to_string(&path).ok()?;
+            if !line.starts_with("running") {
+                return Self::parse(&line);
+            }
+            if attempt < 16 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
         }
-        let line = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
-        Self::parse(&line)
+        tracing::debug!(tid, "/proc/<tid>/syscall still says running");
+        None
     }
 
     /// "nr arg1 .. arg6 sp pc", numbers in hex with 0x except nr; "-1 sp pc" or "running"
@@ -218,7 +260,7 @@ mod tests {
 
     // The daemon's own memory stands in for a caller's: process_vm_* on our own tid.
     fn me() -> ProcessMemory {
-        ProcessMemory::new(nix::unistd::gettid().as_raw() as u32).unwrap()
+        ProcessMemory::new(Tid(nix::unistd::gettid().as_raw() as u32)).unwrap()
     }
 
     #[test]
@@ -242,11 +284,11 @@ mod tests {
                 len: 3,
             },
         ];
-        me().write(&regions, &[9, 9, 9, 8]).unwrap();
+        me().write(&regions, &[&[9, 9], &[], &[9, 8]]).unwrap();
         assert_eq!(
             target,
             vec![9, 9, 9, 8, 0, 0],
-            "a short write fills a prefix"
+            "parts are written in sequence; a short write fills a prefix"
         );
     }
 
@@ -258,7 +300,7 @@ mod tests {
             me().read(&regions, &mut [&mut dst[..]]),
             Err(MemError::Fault)
         );
-        assert!(ProcessMemory::new(0).is_none());
+        assert!(ProcessMemory::new(Tid(0)).is_none());
     }
 
     #[test]
@@ -277,6 +319,6 @@ mod tests {
         assert_eq!(BlockedSyscall::parse("-1 0x7ffd0000 0x7f00"), None);
         assert_eq!(BlockedSyscall::parse("running"), None);
         assert_eq!(BlockedSyscall::parse("0 0x3"), None);
-        assert_eq!(BlockedSyscall::of(0), None);
+        assert_eq!(BlockedSyscall::of(Tid(0)), None);
     }
 }

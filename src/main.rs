@@ -26,10 +26,25 @@ struct Cli {
     /// Where device numbers are kept so that each node keeps its major:minor.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/mpath-sg")]
     state_dir: PathBuf,
-    /// Worker threads kept per node; while all are busy (say, SG_IOs waiting for a path)
-    /// more are started, up to 64, and the extra ones retire once they are idle.
+    /// Threads each node keeps while idle. A node's threads read its requests and run its
+    /// commands; a request that waits (a blocking read(), a command waiting for a path)
+    /// holds none. More threads start while commands run, see --max-threads-per-map.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads_per_map: u16,
+    /// Threads one node may have at most (commands running on its paths at once, plus one
+    /// reading its requests); commands beyond wait, interruptible, for a free thread.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(2..=4096))]
+    max_threads_per_map: u16,
+    /// Threads all nodes together may start beyond their own --threads-per-map plus one:
+    /// one node's load cannot take every thread of the daemon.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    max_extra_threads: usize,
+    /// Data the daemon holds for callers beyond a command's run (results of write()
+    /// commands not read yet, data-out of commands waiting for a path), all nodes
+    /// together; a process that opened a node may hold half of it, an open file a quarter.
+    /// Past it, write() or SG_IO fails with ENOMEM. Accepts K, M, G (binary) suffixes.
+    #[arg(long, value_name = "BYTES", default_value = "32M", value_parser = parse_size)]
+    held_data_limit: usize,
     /// Character major for all nodes (default: the saved one, else a free one of the
     /// local/experimental majors 120-127, 60-63).
     #[arg(long, value_name = "MAJOR")]
@@ -59,6 +74,21 @@ enum Command {
     },
 }
 
+/// "32M", "512K", "1G", "4096": bytes, with binary suffixes.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let (num, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (a number with an optional K, M or G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Some(Command::Status { json, socket }) = &cli.command {
@@ -83,10 +113,22 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+    if cli.max_threads_per_map <= cli.threads_per_map {
+        tracing::warn!(
+            "--max-threads-per-map {} is not above --threads-per-map {}: using {}",
+            cli.max_threads_per_map,
+            cli.threads_per_map,
+            cli.threads_per_map + 1
+        );
+    }
     let opts = mpath_sg::daemon::Options {
         maps: cli.maps,
         state_dir: cli.state_dir,
         threads_per_map: cli.threads_per_map.into(),
+        max_threads_per_map: usize::from(cli.max_threads_per_map)
+            .max(usize::from(cli.threads_per_map) + 1),
+        max_extra_threads: cli.max_extra_threads,
+        held_data_limit: cli.held_data_limit,
         major: cli.major,
         single_round: !cli.ioctl_rounds,
         socket: cli.socket,

@@ -2,7 +2,61 @@
 //! module sees request bytes.
 
 use super::abi::*;
+use std::fmt;
 use zerocopy::FromBytes;
+
+/// A request's id. Replies name it; a FUSE_INTERRUPT names the request it interrupts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Unique(pub u64);
+
+impl fmt::Display for Unique {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What OPEN answered for a file, and what every later request on it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileHandle(pub u64);
+
+/// A calling thread's id as the kernel gives it: in the pid namespace of the process
+/// that opened /dev/cuse, 0 when the caller is not visible there. Not a process id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tid(pub u32);
+
+impl Tid {
+    /// The id, if the caller is visible in the daemon's pid namespace.
+    pub fn visible(self) -> Option<u32> {
+        (self.0 != 0 && self.0 <= i32::MAX as u32).then_some(self.0)
+    }
+}
+
+impl fmt::Display for Tid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Who is calling, as the kernel tells it with each request.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub tid: Tid,
+    pub uid: u32,
+    pub gid: u32,
+    /// The request's id, named again by a FUSE_INTERRUPT for it.
+    pub unique: Unique,
+}
+
+impl InHeader {
+    pub fn caller(&self) -> Caller {
+        Caller {
+            tid: Tid(self.pid),
+            uid: self.uid,
+            gid: self.gid,
+            unique: Unique(self.unique),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Request<'a> {

@@ -2,11 +2,22 @@
 //! until SIGTERM/SIGINT, then remove the nodes.
 
 pub mod async_io;
+pub mod budget;
+pub mod buffer;
 pub mod devnums;
 pub mod error;
+pub mod files;
+pub mod ioctl;
+pub mod map;
 pub mod node;
+pub mod parked;
+pub mod pipeline;
 pub mod registry;
 pub mod status;
+#[cfg(test)]
+pub mod testing;
+pub mod timer;
+pub mod work;
 
 use crate::dm::{DevT, DmControl, KernelDm};
 use crate::failover::PathOpener;
@@ -29,7 +40,15 @@ pub struct Options {
     /// Only these maps (all multipath maps when empty).
     pub maps: Vec<String>,
     pub state_dir: PathBuf,
+    /// Threads each node keeps while idle.
     pub threads_per_map: usize,
+    /// Threads a node may have at most.
+    pub max_threads_per_map: usize,
+    /// Threads beyond each node's own (threads_per_map + 1), all nodes together.
+    pub max_extra_threads: usize,
+    /// Bytes of data held for callers beyond a command's run (unread write() results,
+    /// data-out of commands waiting for a path), all nodes together.
+    pub held_data_limit: usize,
     /// Override the character major (otherwise persisted, or a free local one).
     pub major: Option<u32>,
     /// Serve SG_IO in one round through the caller's memory where possible.
@@ -41,12 +60,39 @@ pub struct Options {
 /// DEVNAME prefix: nodes are /dev/mpath-sg/<map>.
 pub const DEV_DIR: &str = "mpath-sg";
 
+/// Opens paths through sysfs. Maps that share a path device (device-mapper allows it)
+/// share its open devices too, as long as sysfs still describes the same device.
 fn sysfs_opener() -> Arc<PathOpener> {
-    Arc::new(|dev: DevT| {
+    type Open = (PathInfo, std::sync::Weak<ScsiPath>);
+    let opened: Mutex<std::collections::HashMap<DevT, Open>> = Mutex::new(Default::default());
+    Arc::new(move |dev: DevT| {
         let info = PathInfo::from_sysfs(Path::new("/sys"), dev)?;
-        let io: Arc<dyn PathIo> = Arc::new(ScsiPath::open(&info)?);
-        Ok((info, io))
+        let mut opened = opened.lock();
+        opened.retain(|_, (_, weak)| weak.strong_count() > 0);
+        if let Some((known, weak)) = opened.get(&dev) {
+            if let (true, Some(path)) = (known == &info, weak.upgrade()) {
+                return Ok((info, path as Arc<dyn PathIo>));
+            }
+        }
+        let path = Arc::new(ScsiPath::open(&info)?);
+        opened.insert(dev, (info.clone(), Arc::downgrade(&path)));
+        Ok((info, path as Arc<dyn PathIo>))
     })
+}
+
+/// Every node opens /dev/cuse and its paths' block and sg devices: a few hundred maps
+/// need more than the default soft limit of 1024 files, so take the hard limit.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open file limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open file limit: {e}"),
+    }
 }
 
 pub fn run(opts: Options) -> Result<(), DaemonError> {
@@ -62,6 +108,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .map_err(setup("cannot block signals"))?;
     let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC).map_err(setup("signalfd"))?;
 
+    raise_open_file_limit();
     let kdm = Arc::new(KernelDm::open().map_err(DaemonError::DeviceMapper)?);
     let dm: Arc<dyn DmControl> = kdm.clone();
     // The first sync lists every map anyway; this listing is only for --map's check.
@@ -88,8 +135,17 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(setup("eventfd"))?,
     );
+    let shared = registry::Shared {
+        threads: Arc::new(crate::cuse::ThreadBudget::new(opts.max_extra_threads)),
+        budget: budget::Budget::new(opts.held_data_limit),
+        timer: timer::Timer::start().map_err(|e| DaemonError::Setup {
+            what: "timer thread",
+            source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)),
+        })?,
+    };
     let registry = Arc::new(Mutex::new(Registry::new(
         opts,
+        shared,
         dm.clone(),
         sysfs_opener(),
         devnums,

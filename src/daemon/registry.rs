@@ -7,10 +7,13 @@
 //! in-flight commands may take their full timeout); a map that needs its name or device
 //! number is published when that removal ends.
 
+use super::budget::Budget;
 use super::devnums::{map_key, DevNums};
+use super::map::MapState;
 use super::node::MapNode;
+use super::timer::Timer;
 use super::{Options, DEV_DIR};
-use crate::cuse::{CuseDevice, DeviceSpec};
+use crate::cuse::{CuseDevice, DeviceSpec, PoolConfig, ThreadBudget};
 use crate::dm::{DevT, DmControl, DmDevice, DmKind};
 use crate::failover::{Engine, PathOpener};
 use parking_lot::Mutex;
@@ -30,7 +33,22 @@ pub struct Published {
     pub minor: u32,
     pub engine: Arc<Engine>,
     pub node: Arc<MapNode>,
-    device: CuseDevice,
+    device: CuseDevice<MapNode>,
+}
+
+impl Published {
+    /// The node's threads now: (total, reading, busy).
+    pub fn threads(&self) -> (usize, usize, usize) {
+        self.device.threads()
+    }
+}
+
+/// What every node shares: the thread budget, the data budget, the timer.
+#[derive(Clone)]
+pub struct Shared {
+    pub threads: Arc<ThreadBudget>,
+    pub budget: Arc<Budget>,
+    pub timer: Arc<Timer>,
 }
 
 /// Runs `f` on every item, on up to 8 threads; results in the items' order.
@@ -58,11 +76,12 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 /// for a path complete), then the devices are joined, several at a time.
 fn remove_all(maps: Vec<Published>) {
     for p in &maps {
-        p.node.detach();
+        // Closed first, so that the commands detach() wakes end at once.
         p.engine.close();
+        p.node.detach();
     }
     let names: Vec<String> = maps.iter().map(|p| p.name.clone()).collect();
-    let slots: Vec<Mutex<Option<CuseDevice>>> = maps
+    let slots: Vec<Mutex<Option<CuseDevice<MapNode>>>> = maps
         .into_iter()
         .map(|p| Mutex::new(Some(p.device)))
         .collect();
@@ -76,10 +95,12 @@ fn remove_all(maps: Vec<Published>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn publish(
     dm: &Arc<dyn DmControl>,
     opener: &Arc<PathOpener>,
     opts: &Options,
+    shared: &Shared,
     d: &DmDevice,
     uuid: &str,
     major: u32,
@@ -88,13 +109,26 @@ fn publish(
     let mut engine = Engine::new(&d.name, dm.clone(), opener.clone())?;
     engine.refresh_interval = BACKSTOP_REFRESH;
     let engine = Arc::new(engine);
-    let node = Arc::new(MapNode::new(engine.clone(), opts.single_round));
+    let map = Arc::new(MapState::new(
+        engine.clone(),
+        opts.single_round,
+        shared.budget.clone(),
+        shared.timer.clone(),
+    ));
+    let node = Arc::new(MapNode::new(map.clone()));
     let spec = DeviceSpec {
         devname: format!("{DEV_DIR}/{}", d.name),
         major,
         minor,
     };
-    let device = CuseDevice::create(spec, node.clone(), opts.threads_per_map)?;
+    let cfg = PoolConfig {
+        min: opts.threads_per_map,
+        max: opts.max_threads_per_map,
+        budget: shared.threads.clone(),
+    };
+    let device = CuseDevice::create(spec, node.clone(), cfg)?;
+    let executor = device.executor();
+    map.set_submit(Box::new(move |job| executor.submit(job)));
     Ok(Published {
         name: d.name.clone(),
         uuid: uuid.to_string(),
@@ -158,6 +192,7 @@ struct Removal {
 
 pub struct Registry {
     opts: Options,
+    shared: Shared,
     /// Written when a removal finishes, so that the main loop syncs again (a map waiting
     /// for that name or device number is published then).
     wake: Arc<nix::sys::eventfd::EventFd>,
@@ -176,6 +211,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(
         opts: Options,
+        shared: Shared,
         dm: Arc<dyn DmControl>,
         opener: Arc<PathOpener>,
         devnums: DevNums,
@@ -183,6 +219,7 @@ impl Registry {
     ) -> Registry {
         Registry {
             opts,
+            shared,
             wake,
             removing: Vec::new(),
             dm,
@@ -241,6 +278,7 @@ impl Registry {
             let p = self.maps.get_mut(name).expect("present");
             p.event_nr = d.event_nr;
             p.engine.mark_stale();
+            p.node.map_changed();
             tracing::debug!(map = %name, event = ?d.event_nr, "device-mapper event");
         }
         let fresh: Vec<DmDevice> = c
@@ -298,9 +336,10 @@ impl Registry {
                 Ok(DmKind::NoTable) | Err(_) => {}
             }
         }
-        let (opener, opts, major) = (&self.opener, &self.opts, self.devnums.major);
+        let (opener, opts, shared, major) =
+            (&self.opener, &self.opts, &self.shared, self.devnums.major);
         let results = par_map(&todo, |(d, uuid, minor)| {
-            publish(dm, opener, opts, d, uuid, major, *minor)
+            publish(dm, opener, opts, shared, d, uuid, major, *minor)
         });
         for ((d, _, minor), result) in todo.into_iter().zip(results) {
             match result {
@@ -357,6 +396,12 @@ impl Registry {
         for r in self.removing.drain(..) {
             let _ = r.thread.join();
         }
+        self.shared.timer.stop();
+    }
+
+    /// What every node shares.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 }
 

@@ -423,7 +423,8 @@ impl Engine {
         }
     }
 
-    /// `execute` to the end on this thread, sleeping through the waits.
+    /// `execute` to the end on this thread, sleeping through the waits (tests).
+    #[cfg(test)]
     pub fn execute_blocking(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
         let mut attempt = Attempt::new(cmd.timeout_ms);
         loop {

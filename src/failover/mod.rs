@@ -6,4 +6,4 @@ pub mod policy;
 #[cfg(test)]
 pub mod testing;
 
-pub use engine::{Engine, Limits, PathOpener};
+pub use engine::{transport_disrupted, Attempt, Engine, Limits, PathOpener, Step};

@@ -102,7 +102,7 @@ impl DmControl for FakeDm {
     }
 }
 
-pub type Behaviour = Box<dyn Fn(&[u8]) -> Result<Completion, Errno> + Send + Sync>;
+pub type Behaviour = Arc<dyn Fn(&mut PathCommand<'_>) -> Result<Completion, Errno> + Send + Sync>;
 
 pub struct FakePath {
     pub calls: AtomicUsize,
@@ -112,7 +112,9 @@ pub struct FakePath {
 impl PathIo for FakePath {
     fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        (self.behaviour.lock())(cmd.cdb)
+        // Not called under the lock: a behaviour may block or panic.
+        let b = self.behaviour.lock().clone();
+        b(cmd)
     }
 }
 
@@ -135,7 +137,7 @@ pub fn rig(groups: &[&[u32]], queue: bool) -> Rig {
                 m,
                 Arc::new(FakePath {
                     calls: AtomicUsize::new(0),
-                    behaviour: Mutex::new(Box::new(good)),
+                    behaviour: Mutex::new(Arc::new(|c: &mut PathCommand<'_>| good(c.cdb))),
                 }),
             );
         }
@@ -162,12 +164,22 @@ pub fn rig(groups: &[&[u32]], queue: bool) -> Rig {
 }
 
 impl Rig {
+    /// What path `minor` answers, from the CDB.
     pub fn behave(
         &self,
         minor: u32,
         f: impl Fn(&[u8]) -> Result<Completion, Errno> + Send + Sync + 'static,
     ) {
-        *self.paths[&minor].behaviour.lock() = Box::new(f);
+        *self.paths[&minor].behaviour.lock() = Arc::new(move |c: &mut PathCommand<'_>| f(c.cdb));
+    }
+
+    /// What path `minor` does with the whole command (it may fill data-in).
+    pub fn behave_io(
+        &self,
+        minor: u32,
+        f: impl Fn(&mut PathCommand<'_>) -> Result<Completion, Errno> + Send + Sync + 'static,
+    ) {
+        *self.paths[&minor].behaviour.lock() = Arc::new(f);
     }
     pub fn calls(&self, minor: u32) -> usize {
         self.paths[&minor].calls.load(Ordering::Relaxed)

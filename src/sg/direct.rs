@@ -1,12 +1,15 @@
-//! SG_IO in a single round: the caller's header, CDB, iovec list and data-out are read
-//! straight from its memory, and status, sense and data-in written back, exactly where and
-//! when sg itself would copy them (sg_new_write / sg_new_read / blk_rq_unmap_user), instead
-//! of three or four CUSE retry rounds (see `plan`). Pure logic over [`CallerMemory`]; the
-//! process_vm_readv/writev implementation is in `crate::caller`.
+//! SG_IO in a single round, and write()'s command: the caller's header, CDB and iovec
+//! list are read straight from its memory, and status, sense and data-in written back,
+//! where and when sg itself would copy them (sg_new_write / sg_new_read /
+//! blk_rq_unmap_user), instead of three or four CUSE retry rounds (see `plan`). Data-out
+//! is read separately (`read_data_out`), after the permission check and only when the
+//! command is about to run. Pure logic over [`CallerMemory`]; the process_vm_readv/writev
+//! implementation is in `crate::caller`.
 //!
 //! Every errno is decided by the same checks as the rounds (`SgIoHeader::validate`,
-//! `validate_transfer`, the permission check, `plan::TOO_LARGE`), so both paths answer alike.
+//! `validate_transfer`, the permission check, `plan::TOO_LARGE`), so both answer alike.
 
+use super::command::{Cdb, Segments, SgCommand};
 use super::header::{Abi, Direction, SgIoHeader};
 use super::plan::{data_segments, CdbCheck, TOO_LARGE};
 use crate::cuse::abi::IoctlIovec;
@@ -17,35 +20,23 @@ use crate::errno::Errno;
 pub enum MemError {
     /// The address is not mapped (or not writable): the caller gets EFAULT, as from sg.
     Fault,
-    /// The daemon may not or cannot reach the process (EPERM, ESRCH): use the retry rounds.
+    /// The daemon may not or cannot reach the process (EPERM, ESRCH).
     Unreachable,
 }
 
-/// Memory of the thread waiting in the ioctl.
+/// Memory of the thread waiting in the call.
 pub trait CallerMemory {
     /// Reads each region into the matching buffer; all or nothing.
     fn read(&self, regions: &[IoctlIovec], bufs: &mut [&mut [u8]]) -> Result<(), MemError>;
-    /// Writes the bytes sequentially across the regions; all or nothing.
-    fn write(&self, regions: &[IoctlIovec], data: &[u8]) -> Result<(), MemError>;
-}
-
-/// An SG_IO read from the caller, ready to run.
-#[derive(Debug, PartialEq, Eq)]
-pub struct DirectCall {
-    pub header: SgIoHeader,
-    pub cdb: Vec<u8>,
-    /// The caller's data regions (empty without a caller buffer).
-    pub segments: Vec<IoctlIovec>,
-    /// ToDevice: the data read from the caller; FromDevice: a buffer for data-in.
-    pub data: Vec<u8>,
-    pub transfer_len: usize,
-    pub data_in_to_caller: bool,
+    /// Writes the concatenation of `parts` sequentially across the regions (a shorter
+    /// total fills a prefix); all or nothing.
+    fn write(&self, regions: &[IoctlIovec], parts: &[&[u8]]) -> Result<(), MemError>;
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DirectError {
     Errno(Errno),
-    /// Fall back to the retry rounds.
+    /// The caller's memory cannot be reached at all (the first touch failed).
     Unreachable,
 }
 
@@ -62,87 +53,53 @@ fn mem(e: MemError) -> DirectError {
     }
 }
 
-fn read_one(m: &dyn CallerMemory, base: u64, len: usize) -> Result<Vec<u8>, DirectError> {
-    let mut buf = vec![0u8; len];
+fn read_into(m: &dyn CallerMemory, base: u64, buf: &mut [u8]) -> Result<(), MemError> {
     m.read(
         &[IoctlIovec {
             base,
-            len: len as u64,
+            len: buf.len() as u64,
         }],
-        &mut [&mut buf],
+        &mut [buf],
     )
-    .map_err(mem)?;
-    Ok(buf)
 }
 
-/// Reads and checks one SG_IO, in sg's order. `max_transfer` is the paths' own limit.
-pub fn read_call(
+/// Reads and checks one SG_IO's header, CDB and iovec list, in sg's order. No data is
+/// read. `max_transfer` is the paths' own limit.
+pub fn decode_sg_io(
     m: &dyn CallerMemory,
     abi: Abi,
     arg: u64,
     check_cdb: CdbCheck<'_>,
     max_transfer: usize,
-) -> Result<DirectCall, DirectError> {
-    let raw = read_one(m, arg, abi.header_len())?;
-    let hdr = SgIoHeader::decode(abi, &raw).ok_or(Errno::EINVAL)?;
+) -> Result<SgCommand, DirectError> {
+    let mut raw = [0u8; Abi::Native.header_len()];
+    let raw = &mut raw[..abi.header_len()];
+    read_into(m, arg, raw).map_err(mem)?;
+    let hdr = SgIoHeader::decode(abi, raw).ok_or(Errno::EINVAL)?;
     hdr.validate()?;
-    read_command(m, abi, hdr, check_cdb, max_transfer)
+    decode_command(m, abi, hdr, check_cdb, max_transfer)
 }
 
-/// Reads what a validated header names (CDB, iovec list, data-out) and checks it, in sg's
-/// order: for SG_IO after its header, for write() with the header the caller wrote.
-pub fn read_command(
+/// Reads what a validated header names (CDB, iovec list) and checks it, in sg's order:
+/// for SG_IO after its header, for write() with the header the caller wrote.
+pub fn decode_command(
     m: &dyn CallerMemory,
     abi: Abi,
     hdr: SgIoHeader,
     check_cdb: CdbCheck<'_>,
     max_transfer: usize,
-) -> Result<DirectCall, DirectError> {
+) -> Result<SgCommand, DirectError> {
     let dir = hdr.direction();
-    let cdb_len = usize::from(hdr.cmd_len);
-    // The common case (a linear buffer) reads the CDB and data-out with one syscall; sg's
-    // order (EPERM for a forbidden CDB before EFAULT for its data) is kept by re-reading
-    // the CDB alone when that read faults.
-    let linear_out = dir == Direction::ToDevice && hdr.caller_buffer() && hdr.iovec_count == 0;
-    if linear_out && hdr.validate_transfer().is_ok() && (hdr.dxfer_len as usize) <= max_transfer {
-        let len = hdr.dxfer_len as usize;
-        let mut cdb = vec![0u8; cdb_len];
-        let mut data = vec![0u8; len];
-        let regions = [
-            IoctlIovec {
-                base: hdr.cmdp,
-                len: cdb_len as u64,
-            },
-            IoctlIovec {
-                base: hdr.dxferp,
-                len: len as u64,
-            },
-        ];
-        if m.read(&regions, &mut [&mut cdb, &mut data]).is_ok() {
-            check_cdb(&cdb)?;
-            return Ok(DirectCall {
-                header: hdr,
-                cdb,
-                segments: vec![regions[1]],
-                data,
-                transfer_len: len,
-                data_in_to_caller: false,
-            });
-        }
-    }
-    // The first touch of the caller's memory for write(): Unreachable stays a fallback.
-    let cdb = read_one(m, hdr.cmdp, cdb_len)?;
+    let mut cdb = Cdb::zeroed(hdr.cmd_len);
+    // The first touch of the caller's memory for write(): Unreachable stays distinct.
+    read_into(m, hdr.cmdp, cdb.bytes_mut()).map_err(mem)?;
     check_cdb(&cdb)?;
     hdr.validate_transfer()?;
     let segments = if dir == Direction::None {
         vec![]
     } else if hdr.iovec_count > 0 {
-        let list = read_one(
-            m,
-            hdr.dxferp,
-            usize::from(hdr.iovec_count) * abi.iovec_len(),
-        )
-        .map_err(|_| Errno::EFAULT)?;
+        let mut list = vec![0u8; usize::from(hdr.iovec_count) * abi.iovec_len()];
+        read_into(m, hdr.dxferp, &mut list).map_err(|_| Errno::EFAULT)?;
         data_segments(abi, &hdr, &list)?
     } else {
         data_segments(abi, &hdr, &[])?
@@ -153,108 +110,103 @@ pub fn read_command(
         return Err(TOO_LARGE.into());
     }
     let to_caller = hdr.caller_buffer();
-    let segments = if to_caller { segments } else { vec![] };
-    let mut data = vec![
-        0u8;
-        if dir == Direction::None {
-            0
-        } else {
-            transfer_len
-        }
-    ];
-    if dir == Direction::ToDevice && to_caller {
-        let mut bufs: Vec<&mut [u8]> = Vec::with_capacity(segments.len());
-        let mut rest = &mut data[..];
-        for s in &segments {
-            let (a, b) = rest.split_at_mut(s.len as usize);
-            bufs.push(a);
-            rest = b;
-        }
-        m.read(&segments, &mut bufs).map_err(|_| Errno::EFAULT)?;
-    }
-    Ok(DirectCall {
+    Ok(SgCommand {
         header: hdr,
         cdb,
-        data_in_to_caller: dir == Direction::FromDevice && to_caller,
-        segments,
-        data,
+        segments: if to_caller {
+            Segments::from_vec(segments)
+        } else {
+            Segments::None
+        },
         transfer_len: if dir == Direction::None {
             0
         } else {
             transfer_len
         },
+        data_out_from_caller: dir == Direction::ToDevice && to_caller,
+        data_in_to_caller: dir == Direction::FromDevice && to_caller,
     })
 }
 
-/// Writes the results back as sg_new_read() does: the sense bytes, then the output fields,
-/// then data-in (blk_rq_unmap_user() at request teardown); a fault in any is EFAULT.
+/// Reads the command's data-out from the caller into `buf` (its first transfer_len
+/// bytes): one call for a linear buffer.
+pub fn read_data_out(
+    m: &dyn CallerMemory,
+    cmd: &SgCommand,
+    buf: &mut [u8],
+) -> Result<(), MemError> {
+    let buf = &mut buf[..cmd.transfer_len];
+    match &cmd.segments {
+        Segments::None => Ok(()),
+        Segments::Linear(s) => m.read(std::slice::from_ref(s), &mut [buf]),
+        Segments::List(list) => {
+            let mut bufs: Vec<&mut [u8]> = Vec::with_capacity(list.len());
+            let mut rest = buf;
+            for s in list {
+                let (a, b) = rest.split_at_mut(s.len as usize);
+                bufs.push(a);
+                rest = b;
+            }
+            m.read(list, &mut bufs)
+        }
+    }
+}
+
+/// Writes the results back as sg_new_read() does, in one call: the sense bytes, then the
+/// output fields, then data-in (blk_rq_unmap_user() at request teardown), so that a fault
+/// stops where sg would have stopped.
 pub fn write_results(
     m: &dyn CallerMemory,
     abi: Abi,
     arg: u64,
-    call: &DirectCall,
+    cmd: &SgCommand,
     output: &[u8],
     sense: &[u8],
-    data_in_len: usize,
-) -> Result<(), Errno> {
+    data_in: &[u8],
+) -> Result<(), MemError> {
     let at = IoctlIovec {
         base: arg + abi.output_offset(),
         len: output.len() as u64,
     };
-    let (regions, bytes) = result_regions(call, sense, Some((at, output)), data_in_len);
-    m.write(&regions, &bytes).map_err(|_| Errno::EFAULT)
+    write_regions(m, cmd, sense, Some(at), output, data_in)
 }
 
 /// For read() of the asynchronous interface: the sense bytes and data-in go to the
 /// addresses the write()'s header named; the header itself is read()'s data.
 pub fn write_sense_and_data_in(
     m: &dyn CallerMemory,
-    call: &DirectCall,
+    cmd: &SgCommand,
     sense: &[u8],
-    data_in_len: usize,
+    data_in: &[u8],
 ) -> Result<(), MemError> {
-    let (regions, bytes) = result_regions(call, sense, None, data_in_len);
+    write_regions(m, cmd, sense, None, &[], data_in)
+}
+
+fn write_regions(
+    m: &dyn CallerMemory,
+    cmd: &SgCommand,
+    sense: &[u8],
+    output_at: Option<IoctlIovec>,
+    output: &[u8],
+    data_in: &[u8],
+) -> Result<(), MemError> {
+    let data_in = if cmd.data_in_to_caller { data_in } else { &[] };
+    let mut regions = Vec::with_capacity(cmd.segments.as_slice().len() + 2);
+    if !sense.is_empty() {
+        regions.push(IoctlIovec {
+            base: cmd.header.sbp,
+            len: sense.len() as u64,
+        });
+    }
+    if let Some(at) = output_at {
+        regions.push(at);
+    }
+    // Only what the device transferred (see docs/sg-compat.md), across the segments.
+    regions.extend(cmd.segments.prefix(data_in.len()));
     if regions.is_empty() {
         return Ok(());
     }
-    m.write(&regions, &bytes)
-}
-
-/// The regions and bytes of one process_vm_writev, in sg's order, so that a fault stops
-/// it where sg would have stopped.
-fn result_regions(
-    call: &DirectCall,
-    sense: &[u8],
-    output: Option<(IoctlIovec, &[u8])>,
-    data_in_len: usize,
-) -> (Vec<IoctlIovec>, Vec<u8>) {
-    let mut regions = Vec::with_capacity(call.segments.len() + 2);
-    let mut bytes = Vec::with_capacity(sense.len() + 20 + data_in_len);
-    if !sense.is_empty() {
-        regions.push(IoctlIovec {
-            base: call.header.sbp,
-            len: sense.len() as u64,
-        });
-        bytes.extend_from_slice(sense);
-    }
-    if let Some((at, out)) = output {
-        regions.push(at);
-        bytes.extend_from_slice(out);
-    }
-    if call.data_in_to_caller && data_in_len > 0 {
-        // Only what the device transferred (see docs/sg-compat.md), across the segments.
-        let mut left = data_in_len as u64;
-        for s in &call.segments {
-            if left == 0 {
-                break;
-            }
-            let len = s.len.min(left);
-            regions.push(IoctlIovec { base: s.base, len });
-            left -= len;
-        }
-        bytes.extend_from_slice(&call.data[..data_in_len]);
-    }
-    (regions, bytes)
+    m.write(&regions, &[sense, output, data_in])
 }
 
 #[cfg(test)]
@@ -307,7 +259,9 @@ pub mod testing {
             }
             Ok(())
         }
-        fn write(&self, regions: &[IoctlIovec], mut data: &[u8]) -> Result<(), MemError> {
+        fn write(&self, regions: &[IoctlIovec], parts: &[&[u8]]) -> Result<(), MemError> {
+            let all = parts.concat();
+            let mut data = &all[..];
             for r in regions {
                 let n = (r.len as usize).min(data.len());
                 if !self.put(r.base, &data[..n]) {
@@ -360,12 +314,15 @@ mod tests {
     }
 
     #[test]
-    fn read_call_beyond_one_cuse_round() {
+    fn decode_then_data_out_beyond_one_cuse_round() {
         let m = setup(hdr(SG_DXFER_TO_DEV, 1 << 20), &[0x2a; 10], 1 << 20);
-        let c = read_call(&m, Abi::Native, ARG, &allow, 4 << 20).unwrap();
+        let c = decode_sg_io(&m, Abi::Native, ARG, &allow, 4 << 20).unwrap();
         assert_eq!(c.transfer_len, 1 << 20);
-        assert_eq!(c.data, vec![0x77; 1 << 20]);
-        assert_eq!(c.cdb, vec![0x2a; 10]);
+        assert!(c.data_out_from_caller && !c.data_in_to_caller);
+        assert_eq!(&*c.cdb, &[0x2a; 10]);
+        let mut buf = vec![0u8; 1 << 20];
+        read_data_out(&m, &c, &mut buf).unwrap();
+        assert_eq!(buf, vec![0x77; 1 << 20]);
     }
 
     #[test]
@@ -373,40 +330,56 @@ mod tests {
         let m = setup(hdr(SG_DXFER_FROM_DEV, 512), &[0x28; 10], 512);
         let deny = |_: &[u8]| Err(Errno::EPERM);
         assert_eq!(
-            read_call(&m, Abi::Native, ARG, &deny, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &deny, 1 << 20),
             Err(DirectError::Errno(Errno::EPERM))
         );
         assert_eq!(
-            read_call(&m, Abi::Native, 0xdead0000, &allow, 1 << 20),
+            decode_sg_io(&m, Abi::Native, 0xdead0000, &allow, 1 << 20),
             Err(DirectError::Errno(Errno::EFAULT))
         );
         let mut v4 = hdr(SG_DXFER_NONE, 0);
         v4.interface_id = b'Q' as i32;
         let m = setup(v4, &[0; 10], 0);
         assert_eq!(
-            read_call(&m, Abi::Native, ARG, &allow, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20),
             Err(DirectError::Errno(Errno::ENOSYS))
         );
         let m = setup(hdr(SG_DXFER_FROM_DEV, 2 << 20), &[0x28; 10], 2 << 20);
         assert_eq!(
-            read_call(&m, Abi::Native, ARG, &allow, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20),
             Err(DirectError::Errno(TOO_LARGE))
         );
         let mut bad_cdb = hdr(SG_DXFER_NONE, 0);
         bad_cdb.cmdp = 0xbad00000;
         let m = setup(bad_cdb, &[0; 10], 0);
         assert_eq!(
-            read_call(&m, Abi::Native, ARG, &allow, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20),
             Err(DirectError::Errno(Errno::EFAULT))
         );
     }
 
     #[test]
-    fn unreachable_caller_falls_back() {
+    fn a_forbidden_command_is_refused_before_its_data_is_read() {
+        // The data pointer is unmapped: sg says EPERM for the CDB, not EFAULT.
+        let mut h = hdr(SG_DXFER_TO_DEV, 512);
+        h.dxferp = 0xbad0_0000;
+        let m = setup(h, &[0x2a; 10], 0);
+        let deny = |_: &[u8]| Err(Errno::EPERM);
+        assert_eq!(
+            decode_sg_io(&m, Abi::Native, ARG, &deny, 1 << 20),
+            Err(DirectError::Errno(Errno::EPERM))
+        );
+        let c = decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20).unwrap();
+        let mut buf = vec![0u8; 512];
+        assert_eq!(read_data_out(&m, &c, &mut buf), Err(MemError::Fault));
+    }
+
+    #[test]
+    fn unreachable_caller_is_told_apart() {
         let mut m = setup(hdr(SG_DXFER_NONE, 0), &[0; 10], 0);
         m.unreachable = true;
         assert_eq!(
-            read_call(&m, Abi::Native, ARG, &allow, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20),
             Err(DirectError::Unreachable)
         );
     }
@@ -414,10 +387,10 @@ mod tests {
     #[test]
     fn results_written_where_sg_writes_them() {
         let m = setup(hdr(SG_DXFER_FROM_DEV, 4096), &[0x28; 10], 4096);
-        let mut c = read_call(&m, Abi::Native, ARG, &allow, 1 << 20).unwrap();
-        c.data.fill(0x11);
+        let c = decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20).unwrap();
+        let data = vec![0x11u8; 1000];
         let out = [9u8; 20];
-        write_results(&m, Abi::Native, ARG, &c, &out, &[0x70, 0, 5], 1000).unwrap();
+        write_results(&m, Abi::Native, ARG, &c, &out, &[0x70, 0, 5], &data).unwrap();
         assert_eq!(m.get(ARG + 64, 20).unwrap(), out.to_vec());
         assert_eq!(
             m.get(SENSE, 4).unwrap(),

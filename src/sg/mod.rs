@@ -3,6 +3,7 @@
 
 pub mod abi;
 pub mod access;
+pub mod command;
 pub mod direct;
 pub mod header;
 pub mod plan;

@@ -16,6 +16,7 @@
 //! The CDB is fetched before any data so that a forbidden command gets EPERM even when its
 //! data pointer is bad, as on sg. The last round is the one with out-iovecs (out_size > 0).
 
+use super::command::{Cdb, Segments, SgCommand};
 use super::header::{Abi, Direction, SgIoHeader};
 use crate::cuse::abi::{IoctlIovec, FUSE_IOCTL_MAX_BYTES, FUSE_IOCTL_MAX_IOV};
 use crate::errno::Errno;
@@ -52,6 +53,21 @@ pub struct Call<'a> {
     pub transfer_len: usize,
     /// Whether data-in goes back to the caller (the out-iovecs include it).
     pub data_in_to_caller: bool,
+}
+
+impl Call<'_> {
+    /// The command to run (the caller's regions stay with the kernel's out-iovecs).
+    pub fn command(&self) -> SgCommand {
+        SgCommand {
+            header: self.header,
+            cdb: Cdb::new(self.cdb),
+            segments: Segments::None,
+            transfer_len: self.transfer_len,
+            data_out_from_caller: self.header.direction() == Direction::ToDevice
+                && self.header.caller_buffer(),
+            data_in_to_caller: self.data_in_to_caller,
+        }
+    }
 }
 
 /// One SG_IO ioctl round.

@@ -6,8 +6,8 @@
 
 use super::abi::SG_MAX_QUEUE;
 use super::header::Abi;
+use crate::clock::Coarse;
 use crate::errno::Errno;
-use std::time::Instant;
 
 /// sg's `srp->done`: 0 while the command runs, 1 once it can be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +24,7 @@ struct Entry<T> {
     /// SG_IO's own request: never reaped by read(), never counted as waiting.
     sg_io_owned: bool,
     state: State,
-    started: Instant,
+    started: Coarse,
     /// The command's duration once done (ms).
     duration_ms: u32,
     /// 1 when any of masked_status, host_status, driver_status is set.
@@ -85,12 +85,25 @@ impl<T> RequestQueue<T> {
             usr_ptr,
             sg_io_owned,
             state: State::Active,
-            started: Instant::now(),
+            started: Coarse::now(),
             duration_ms: 0,
             problem: 0,
             result: None,
         });
         Ok(id)
+    }
+
+    /// Sets a request's pack_id and usr_ptr (sg reads the header after taking the slot).
+    pub fn set_ids(&mut self, id: u64, pack_id: i32, usr_ptr: u64) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
+            e.pack_id = pack_id;
+            e.usr_ptr = usr_ptr;
+        }
+    }
+
+    /// Whether `add` would find room (sg_add_request()'s test).
+    pub fn has_room(&self, cmd_q: bool) -> bool {
+        self.entries.is_empty() || (cmd_q && self.entries.len() < SG_MAX_QUEUE)
     }
 
     /// Drops a request that failed before it was started, or an SG_IO that finished.
@@ -173,7 +186,7 @@ impl<T> RequestQueue<T> {
 
     /// SG_GET_REQUEST_TABLE: SG_MAX_QUEUE sg_req_info entries (24 bytes native, 20 for a
     /// 32-bit caller), unused ones zero.
-    pub fn request_table(&self, abi: Abi, now: Instant) -> Vec<u8> {
+    pub fn request_table(&self, abi: Abi, now: Coarse) -> Vec<u8> {
         let size = match abi {
             Abi::Native => 24,
             Abi::Compat => 20,
@@ -189,7 +202,7 @@ impl<T> RequestQueue<T> {
             let duration = if done {
                 e.duration_ms
             } else {
-                now.saturating_duration_since(e.started).as_millis() as u32
+                now.millis_since(e.started)
             };
             match abi {
                 Abi::Native => {
@@ -302,7 +315,7 @@ mod tests {
         let a = q.add(7, 0x1122_3344_5566_7788, false, true).unwrap();
         q.add(8, 0x99, true, true).unwrap();
         q.complete(a, 42, 1, ());
-        let t = q.request_table(Abi::Native, Instant::now());
+        let t = q.request_table(Abi::Native, Coarse::now());
         assert_eq!(t.len(), 16 * 24);
         assert_eq!(&t[0..4], &[2, 0, 0, 1]);
         assert_eq!(i32::from_ne_bytes(t[4..8].try_into().unwrap()), 7);
@@ -313,7 +326,7 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(t[16..20].try_into().unwrap()), 42);
         assert_eq!(&t[24..28], &[1, 0, 1, 0]);
         assert!(t[48..].iter().all(|&b| b == 0));
-        let t = q.request_table(Abi::Compat, Instant::now());
+        let t = q.request_table(Abi::Compat, Coarse::now());
         assert_eq!(t.len(), 16 * 20);
         assert_eq!(
             u32::from_ne_bytes(t[8..12].try_into().unwrap()),

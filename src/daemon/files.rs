@@ -1,0 +1,237 @@
+//! The files open on a node, each with sg's per-file state (`struct sg_fd`): its
+//! settings, its request list (SG_IO's and write()'s requests, 16 at most), the
+//! completions of write() commands waiting for read(), the read()s waiting for them, and
+//! the armed poll wake-up.
+
+use super::budget::{ProcessId, Reservation};
+use super::parked::{ParkId, Parked};
+use crate::cuse::{Caller, FileHandle, PollWaker, ReadReply};
+use crate::errno::Errno;
+use crate::sg::abi::SG_DEFAULT_TIMEOUT_USER;
+use crate::sg::command::SgCommand;
+use crate::sg::header::{Abi, Completion};
+use crate::sg::queue::{Reap, RequestQueue};
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct OpenFile {
+    pub fh: FileHandle,
+    /// The open(2) flags.
+    pub flags: u32,
+    /// The opener's process (thread group), for the data budget.
+    pub opener: ProcessId,
+    pub timeout_user: AtomicI32,
+    pub reserved_size: AtomicI32,
+    pub cmd_q: AtomicBool,
+    pub keep_orphan: AtomicI32,
+    pub force_pack_id: AtomicBool,
+    pub next_cmd_len: AtomicI32,
+    /// Bytes of the data budget this file holds.
+    pub held: Arc<AtomicUsize>,
+    pub state: Mutex<FileState>,
+    /// The layout last seen for a thread: (tid << 1) | compat, 0 for none.
+    pub abi_cache: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct FileState {
+    pub requests: RequestQueue<Completed>,
+    /// FUSE_NOTIFY_POLL to send on the next completion: (kh, waker).
+    pub poll: Option<(u64, PollWaker)>,
+    /// Blocking read()s waiting for a completion, oldest first.
+    pub readers: VecDeque<WaitingRead>,
+}
+
+/// The node's blocking read()s, by request (for FUSE_INTERRUPT): each names its file,
+/// whose state holds the read itself.
+pub type ReadWaits = Parked<FileHandle>;
+
+/// A read() parked until a completion it may reap arrives.
+pub struct WaitingRead {
+    pub reply: ReadReply,
+    pub caller: Caller,
+    /// -1, or the pack_id asked for under SG_SET_FORCE_PACK_ID.
+    pub pack_id: i32,
+    pub count: usize,
+    /// Its entry in the node's table of waiting reads.
+    pub park: ParkId,
+    pub table: Arc<ReadWaits>,
+}
+
+impl WaitingRead {
+    /// Out of the node's table: it is being answered.
+    pub fn unpark(&self) {
+        self.table.take(self.park);
+    }
+}
+
+/// A write() command that ran: what read() returns for it.
+pub struct Completed {
+    pub abi: Abi,
+    /// The header as written: read() returns it with the output fields filled in.
+    pub raw_header: [u8; Abi::Native.header_len()],
+    pub command: SgCommand,
+    pub outcome: Result<Completion, Errno>,
+    /// The bytes the device transferred, kept until read() (charged to the budget).
+    pub data_in: Vec<u8>,
+    pub reservation: Option<Reservation>,
+}
+
+impl OpenFile {
+    pub fn new(fh: FileHandle, flags: u32, opener: ProcessId, reserved: i32) -> OpenFile {
+        OpenFile {
+            fh,
+            flags,
+            opener,
+            timeout_user: AtomicI32::new(SG_DEFAULT_TIMEOUT_USER),
+            reserved_size: AtomicI32::new(reserved),
+            cmd_q: AtomicBool::new(false),
+            keep_orphan: AtomicI32::new(0),
+            force_pack_id: AtomicBool::new(false),
+            next_cmd_len: AtomicI32::new(0),
+            held: Arc::new(AtomicUsize::new(0)),
+            state: Mutex::new(FileState::default()),
+            abi_cache: AtomicU64::new(0),
+        }
+    }
+
+    pub fn read_write(&self) -> bool {
+        self.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32
+    }
+
+    pub fn writable(&self) -> bool {
+        self.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
+    }
+
+    /// sg_add_request() for an SG_IO: one of the file's SG_MAX_QUEUE slots (EDOM when
+    /// none is left), given back when the slot is dropped.
+    pub fn sg_io_slot(self: &Arc<Self>) -> Result<RequestSlot, Errno> {
+        let id = self.state.lock().requests.add(-1, 0, true, true)?;
+        Ok(RequestSlot {
+            file: self.clone(),
+            id,
+        })
+    }
+}
+
+impl OpenFile {
+    /// Completes write() request `id`: the waiting reads that can now reap a completion,
+    /// each with the completion it reaps (oldest read first), and the poll wake-up to
+    /// send. Answering them is the caller's job, outside the lock.
+    #[allow(clippy::type_complexity)]
+    pub fn complete(
+        &self,
+        id: u64,
+        duration_ms: u32,
+        problem: u8,
+        done: Completed,
+    ) -> (Vec<(WaitingRead, Completed)>, Option<(u64, PollWaker)>) {
+        let mut st = self.state.lock();
+        if !st.requests.complete(id, duration_ms, problem, done) {
+            return (Vec::new(), None);
+        }
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < st.readers.len() {
+            let pack_id = st.readers[i].pack_id;
+            match st.requests.reap(pack_id) {
+                Reap::Ready(c) => {
+                    let r = st.readers.remove(i).expect("index in range");
+                    ready.push((r, c));
+                }
+                _ => i += 1,
+            }
+        }
+        (ready, st.poll.take())
+    }
+}
+
+/// A write() request's place in its file's list until its command has been read from the
+/// caller; dropped before that (an error, an interrupt), it leaves the list.
+pub struct WriteSlot {
+    file: Arc<OpenFile>,
+    id: Option<u64>,
+}
+
+impl WriteSlot {
+    pub fn new(file: &Arc<OpenFile>, id: u64) -> WriteSlot {
+        WriteSlot {
+            file: file.clone(),
+            id: Some(id),
+        }
+    }
+
+    /// The request stays: its completion will fill it.
+    pub fn keep(mut self) -> u64 {
+        self.id.take().expect("kept once")
+    }
+}
+
+impl Drop for WriteSlot {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.file.state.lock().requests.remove(id);
+        }
+    }
+}
+
+/// An SG_IO's place in its file's request list, for as long as it runs or waits.
+pub struct RequestSlot {
+    file: Arc<OpenFile>,
+    id: u64,
+}
+
+impl RequestSlot {
+    /// The header's pack_id and usr_ptr, once read (sg reads the header after taking the
+    /// slot).
+    pub fn set_ids(&self, pack_id: i32, usr_ptr: u64) {
+        self.file
+            .state
+            .lock()
+            .requests
+            .set_ids(self.id, pack_id, usr_ptr);
+    }
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.file.state.lock().requests.remove(self.id);
+    }
+}
+
+/// The open files of a node.
+#[derive(Default)]
+pub struct Files {
+    map: Mutex<HashMap<FileHandle, Arc<OpenFile>>>,
+    next: AtomicU64,
+}
+
+impl Files {
+    pub fn insert(&self, make: impl FnOnce(FileHandle) -> OpenFile) -> FileHandle {
+        let fh = FileHandle(self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        self.map.lock().insert(fh, Arc::new(make(fh)));
+        fh
+    }
+
+    pub fn get(&self, fh: FileHandle) -> Option<Arc<OpenFile>> {
+        self.map.lock().get(&fh).cloned()
+    }
+
+    pub fn remove(&self, fh: FileHandle) -> Option<Arc<OpenFile>> {
+        self.map.lock().remove(&fh)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn all(&self) -> Vec<Arc<OpenFile>> {
+        self.map.lock().values().cloned().collect()
+    }
+}
