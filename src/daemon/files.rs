@@ -205,12 +205,15 @@ impl Drop for RequestSlot {
 #[derive(Default)]
 pub struct Files {
     map: Mutex<HashMap<FileHandle, Arc<OpenFile>>>,
-    next: AtomicU64,
 }
+
+/// File handles are unique in the daemon, not only in a node: they name whose data a
+/// buffer holds, also on path devices that several maps share.
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 
 impl Files {
     pub fn insert(&self, make: impl FnOnce(FileHandle) -> OpenFile) -> FileHandle {
-        let fh = FileHandle(self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        let fh = FileHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
         self.map.lock().insert(fh, Arc::new(make(fh)));
         fh
     }

@@ -464,6 +464,7 @@ pub fn run(map: &Arc<MapState>, mut p: Pending, local: &mut WorkerLocal, source:
         data: buf.as_deref_mut(),
         timeout_ms: p.cmd.header.timeout,
         flags: p.cmd.header.flags,
+        owner: p.file.fh.0,
     };
     match map.engine.execute(&mut pc, &mut p.attempt) {
         Step::Done(result) => {

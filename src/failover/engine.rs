@@ -754,6 +754,7 @@ mod tests {
             data: None,
             timeout_ms: 60_000,
             flags: 0,
+            owner: 0,
         };
         let mut attempt = Attempt::new(cmd.timeout_ms);
         let t = Instant::now();
@@ -787,6 +788,7 @@ mod tests {
             data: None,
             timeout_ms: 1,
             flags: 0,
+            owner: 0,
         };
         let mut attempt = Attempt::new(cmd.timeout_ms);
         std::thread::sleep(Duration::from_millis(20));

@@ -192,6 +192,7 @@ impl Rig {
             data: None,
             timeout_ms,
             flags: 0,
+            owner: 0,
         };
         self.engine.execute_blocking(&mut cmd)
     }

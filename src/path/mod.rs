@@ -29,6 +29,9 @@ pub struct PathCommand<'a> {
     pub timeout_ms: u32,
     /// sg flags passed through (queue at head/tail, direct I/O hint).
     pub flags: u32,
+    /// Whose command this is (an open file of the daemon's): bounce buffers that keep
+    /// data between commands are never shared between owners.
+    pub owner: u64,
 }
 
 /// Where a command runs: the real sg node, or a fake in tests.
@@ -175,12 +178,68 @@ pub struct ScsiPath {
     /// error handling to finish, as sg's does. SG_IO on it is reentrant: one fd for all.
     block: Option<File>,
     sg_node: PathBuf,
-    /// Idle sg fds: sg allows 16 outstanding commands per fd (more gets EDOM), so each
-    /// command in flight on the sg node borrows an fd of its own.
-    sg_idle: Mutex<Vec<File>>,
+    /// Idle sg fds, each with the owner of its last command: sg allows 16 outstanding
+    /// commands per fd (more gets EDOM), so each command in flight on the sg node borrows
+    /// an fd of its own.
+    sg_idle: Mutex<Vec<SgFd>>,
     /// What a timeout of 0 means on the sg node: the device's own (queue/io_timeout).
     default_timeout_ms: u32,
     pub routes: RouteStats,
+}
+
+/// An sg fd of the daemon's. Its reserve buffer (one page: the daemon sets it so) keeps
+/// the data of the last small command between commands, and sg copies a read's whole
+/// bounce buffer back whatever the residual count: lent to another owner for a read that
+/// fits in it, the reserve is first reallocated, which zeroes it.
+struct SgFd {
+    file: File,
+    last_owner: Option<u64>,
+}
+
+const SG_RESERVE: i32 = 4096;
+
+impl SgFd {
+    fn open(node: &Path) -> Result<SgFd, Errno> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(node)
+            .map_err(|e| Errno::from_io(&e))?;
+        set_reserved_size(&file, SG_RESERVE)?;
+        Ok(SgFd {
+            file,
+            last_owner: None,
+        })
+    }
+
+    /// Ready for a command of `owner` reading `len` bytes into the reserve.
+    fn prepare(&mut self, owner: u64, len: usize, reads: bool) -> Result<(), Errno> {
+        let stale = self.last_owner.is_some_and(|o| o != owner);
+        if stale && reads && len <= SG_RESERVE as usize {
+            // A new size reallocates the reserve (zeroed pages); then back to one page.
+            set_reserved_size(&self.file, 2 * SG_RESERVE)?;
+            set_reserved_size(&self.file, SG_RESERVE)?;
+        }
+        self.last_owner = Some(owner);
+        Ok(())
+    }
+}
+
+fn set_reserved_size(file: &File, size: i32) -> Result<(), Errno> {
+    // SAFETY: SG_SET_RESERVED_SIZE reads one int from the pointer, which points at
+    // `size`, alive for the synchronous call.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            crate::sg::abi::ioctl::SG_SET_RESERVED_SIZE as _,
+            &size as *const i32,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::from_io(&io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 impl ScsiPath {
@@ -201,36 +260,37 @@ impl ScsiPath {
                 None
             }
         };
-        let path = ScsiPath {
+        let fd = SgFd::open(&info.sg_node)
+            .map_err(|e| io::Error::other(format!("open {}: {e}", info.sg_node.display())))?;
+        Ok(ScsiPath {
             block,
             sg_node: info.sg_node.clone(),
-            sg_idle: Mutex::new(Vec::new()),
+            sg_idle: Mutex::new(vec![fd]),
             default_timeout_ms: info.io_timeout_ms,
             routes: RouteStats::default(),
-        };
-        let fd = path
-            .take_sg_fd()
-            .map_err(|e| io::Error::other(format!("open {}: {e}", path.sg_node.display())))?;
-        path.sg_idle.lock().push(fd);
-        Ok(path)
+        })
     }
 
-    fn take_sg_fd(&self) -> Result<File, Errno> {
-        if let Some(f) = self.sg_idle.lock().pop() {
-            return Ok(f);
+    /// An idle sg fd, the owner's own if there is one.
+    fn take_sg_fd(&self, owner: u64) -> Result<SgFd, Errno> {
+        {
+            let mut idle = self.sg_idle.lock();
+            if let Some(i) = idle.iter().position(|f| f.last_owner == Some(owner)) {
+                return Ok(idle.swap_remove(i));
+            }
+            if let Some(f) = idle.pop() {
+                return Ok(f);
+            }
         }
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&self.sg_node)
-            .map_err(|e| Errno::from_io(&e))
+        SgFd::open(&self.sg_node)
     }
 
     fn on_sg(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
         self.routes.sg.fetch_add(1, Ordering::Relaxed);
-        let fd = self.take_sg_fd()?;
-        let result = sg_io(&fd, cmd, cmd.timeout_ms);
+        let mut fd = self.take_sg_fd(cmd.owner)?;
+        let reads = cmd.direction == Direction::FromDevice;
+        fd.prepare(cmd.owner, cmd.transfer_len, reads)?;
+        let result = sg_io(&fd.file, cmd, cmd.timeout_ms);
         // An fd whose device went away is not worth keeping.
         if !matches!(result, Err(e) if e == Errno::ENODEV) {
             self.sg_idle.lock().push(fd);
