@@ -43,7 +43,7 @@ struct Cli {
     /// commands not read yet, data-out of commands waiting for a path), all nodes
     /// together; a process that opened a node may hold half of it, an open file a quarter.
     /// Past it, write() or SG_IO fails with ENOMEM. Accepts K, M, G (binary) suffixes.
-    #[arg(long, value_name = "BYTES", default_value = "32M", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
     held_data_limit: usize,
     /// Character major for all nodes (default: the saved one, else a free one of the
     /// local/experimental majors 120-127, 60-63).

@@ -244,12 +244,15 @@ enum Next<L> {
 }
 
 impl<H: CuseHandler> Pool<H> {
+    /// Starts the pool's threads; `ready` gets the pool's executor before any request is
+    /// read (work a handler defers can reach the threads from the first request on).
     pub(crate) fn start(
         fd: Arc<OwnedFd>,
         sink: Arc<dyn ReplySink>,
         handler: Arc<H>,
         name: &str,
         cfg: PoolConfig,
+        ready: impl FnOnce(Executor<H>),
     ) -> io::Result<Arc<Pool<H>>> {
         install_wake_handler()?;
         let min = cfg.min.max(1);
@@ -274,13 +277,23 @@ impl<H: CuseHandler> Pool<H> {
             handles: Mutex::new(Vec::new()),
             me: me.clone(),
         });
+        ready(Executor::new(&pool));
         for _ in 0..min {
             {
                 let mut st = pool.state.lock();
                 st.total += 1;
                 st.readers += 1;
             }
-            pool.spawn(None)?;
+            if let Err(e) = pool.spawn(None) {
+                {
+                    let mut st = pool.state.lock();
+                    st.total -= 1;
+                    st.readers -= 1;
+                }
+                // The threads started so far must not serve a device reported as failed.
+                pool.stop();
+                return Err(e);
+            }
         }
         Ok(pool)
     }
@@ -306,8 +319,35 @@ impl<H: CuseHandler> Pool<H> {
         }
     }
 
-    /// Starts a thread, already counted in `total` (and in `readers`, or in `busy` with
-    /// its first job).
+    /// Starts a thread for `job`, already counted in `total` and `busy`; gives the job back
+    /// if no thread could be started.
+    fn spawn_with(&self, job: Job<H::Local>) -> Result<(), Job<H::Local>> {
+        let pool = self
+            .me
+            .upgrade()
+            .expect("the pool is alive while it spawns");
+        let slot = Arc::new(Mutex::new(Some(job)));
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("cuse-{}", self.name))
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let first = theirs.lock().take();
+                pool.thread_main(first)
+            });
+        match spawned {
+            Ok(h) => {
+                self.handles.lock().push(h);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(device = %self.name, "cannot start a thread: {e}");
+                Err(slot.lock().take().expect("the thread never ran"))
+            }
+        }
+    }
+
+    /// Starts a reading thread, already counted in `total` and `readers`.
     fn spawn(&self, first: Option<Job<H::Local>>) -> io::Result<()> {
         let pool = self
             .me
@@ -345,10 +385,11 @@ impl<H: CuseHandler> Pool<H> {
             let job = st.queue.pop_front().expect("not empty");
             st.total += 1;
             st.busy += 1;
-            if let Err(e) = self.spawn(Some(job)) {
-                // The job was dropped with the thread closure: its replies went out as
-                // EIO. Undo the count and stop trying.
-                tracing::error!(device = %self.name, "a queued job is lost: {e}");
+            if let Err(job) = self.spawn_with(job) {
+                // No thread could be started (the system is out of threads or memory):
+                // the job goes back to the front of the queue, for the next thread that
+                // finishes its work or reads a request.
+                st.queue.push_front(job);
                 st.total -= 1;
                 st.busy -= 1;
                 let total = st.total;

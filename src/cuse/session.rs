@@ -90,8 +90,14 @@ pub struct CuseDevice<H: CuseHandler> {
 
 impl<H: CuseHandler> CuseDevice<H> {
     /// Opens /dev/cuse, answers CUSE_INIT with `spec`, checks that the kernel published the
-    /// device, and starts its threads.
-    pub fn create(spec: DeviceSpec, handler: Arc<H>, cfg: PoolConfig) -> io::Result<Self> {
+    /// device, and starts its threads; `ready` gets the device's executor before any
+    /// request is read.
+    pub fn create(
+        spec: DeviceSpec,
+        handler: Arc<H>,
+        cfg: PoolConfig,
+        ready: impl FnOnce(Executor<H>),
+    ) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -106,19 +112,20 @@ impl<H: CuseHandler> CuseDevice<H> {
         let flags = OFlag::from_bits_retain(flags) & !OFlag::O_NONBLOCK;
         fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
         let name = spec.devname.rsplit('/').next().unwrap_or("").to_string();
-        Self::serve(fd, handler, &name, cfg)
+        Self::serve(fd, handler, &name, cfg, ready)
     }
 
     /// Serves requests read from `fd` (the /dev/cuse fd after the handshake, or a test's
-    /// SOCK_SEQPACKET socket).
+    /// SOCK_SEQPACKET socket); `ready` gets the executor before any request is read.
     pub fn serve(
         fd: Arc<OwnedFd>,
         handler: Arc<H>,
         name: &str,
         cfg: PoolConfig,
+        ready: impl FnOnce(Executor<H>),
     ) -> io::Result<Self> {
         let sink: Arc<dyn ReplySink> = Arc::new(FdSink(fd.clone()));
-        let pool = Pool::start(fd.clone(), sink, handler, name, cfg)?;
+        let pool = Pool::start(fd.clone(), sink, handler, name, cfg, ready)?;
         Ok(CuseDevice { fd, pool })
     }
 

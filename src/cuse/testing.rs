@@ -56,6 +56,17 @@ impl<H: CuseHandler> FakeKernel<H> {
         max: usize,
         budget: Arc<ThreadBudget>,
     ) -> FakeKernel<H> {
+        Self::start_ready(handler, min, max, budget, |_| {})
+    }
+
+    /// `ready` gets the device's executor before its threads read anything.
+    pub fn start_ready(
+        handler: Arc<H>,
+        min: usize,
+        max: usize,
+        budget: Arc<ThreadBudget>,
+        ready: impl FnOnce(super::Executor<H>),
+    ) -> FakeKernel<H> {
         let (kernel, daemon) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -64,7 +75,8 @@ impl<H: CuseHandler> FakeKernel<H> {
         )
         .expect("socketpair");
         let cfg = PoolConfig { min, max, budget };
-        let device = CuseDevice::serve(Arc::new(daemon), handler, "test", cfg).expect("serve");
+        let device =
+            CuseDevice::serve(Arc::new(daemon), handler, "test", cfg, ready).expect("serve");
         FakeKernel {
             fd: kernel,
             device: Some(device),

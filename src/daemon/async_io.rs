@@ -17,12 +17,12 @@ use super::files::{OpenFile, WaitingRead, WriteSlot};
 use super::map::MapState;
 use super::pipeline;
 use super::work::Work;
-use crate::caller::{BlockedSyscall, ProcessMemory};
+use crate::caller::ProcessMemory;
 use crate::cuse::abi::{IoctlIovec, PollIn, ReadWriteIn, FUSE_POLL_SCHEDULE_NOTIFY};
 use crate::cuse::{Caller, CuseHandler, PollReply, PollWaker, ReadReply, Worker, WriteReply};
 use crate::errno::Errno;
 use crate::sg::direct::{CallerMemory, MemError};
-use crate::sg::header::{Abi, SgIoHeader};
+use crate::sg::header::Abi;
 use crate::sg::queue::Reap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -57,74 +57,32 @@ pub fn write<H: CuseHandler<Local = WorkerLocal>>(
     if data.len() < Abi::Native.header_len() {
         return reply.error(Errno::EINVAL);
     }
-    let abi = caller_abi(caller, &file);
-    // sg_new_write() turns command queuing on as soon as it sees a v3 header.
+    // sg_new_write() turns command queuing on as soon as it sees a v3 header, and takes
+    // the request's slot before it copies the header.
     file.cmd_q.store(true, Ordering::Relaxed);
-    let header = SgIoHeader::decode(abi, data).expect("length checked");
-    let id = match file
-        .state
-        .lock()
-        .requests
-        .add(header.pack_id, header.usr_ptr, false, true)
-    {
+    let id = match file.state.lock().requests.add(-1, 0, false, true) {
         Ok(id) => id,
         Err(e) => return reply.error(e),
     };
     let slot = WriteSlot::new(&file, id);
-    if let Err(e) = header.validate() {
-        return reply.error(e);
-    }
-    let mut raw_header = [0u8; Abi::Native.header_len()];
-    raw_header[..abi.header_len()].copy_from_slice(&data[..abi.header_len()]);
+    let mut raw = [0u8; Abi::Native.header_len()];
+    raw.copy_from_slice(&data[..Abi::Native.header_len()]);
     let count = data.len() as u32;
+    // Which layout the header has comes from /proc/<tid>/syscall, which may take a moment
+    // (the caller may not be asleep yet): done where blocking is allowed.
     if worker.may_block() {
-        return pipeline::write_command(
-            map,
-            caller,
-            file,
-            abi,
-            header,
-            raw_header,
-            slot,
-            count,
-            reply,
-            worker.local(),
-        );
+        return pipeline::write_header(map, caller, file, raw, slot, count, reply, worker.local());
     }
     let unique = reply.unique();
     let work = Work::Write {
         caller: *caller,
         file,
-        abi,
-        header,
-        raw_header,
+        raw,
         slot,
         count,
         reply,
     };
     pipeline::defer(map, Some(unique), work);
-}
-
-/// 32-bit or 64-bit layout for this caller, from the syscall it is blocked in; one
-/// thread's answer is kept per file.
-fn caller_abi(caller: &Caller, file: &OpenFile) -> Abi {
-    let tid = u64::from(caller.tid.0);
-    let cached = file.abi_cache.load(Ordering::Relaxed);
-    if cached != 0 && cached >> 1 == tid {
-        return if cached & 1 == 1 {
-            Abi::Compat
-        } else {
-            Abi::Native
-        };
-    }
-    let abi = BlockedSyscall::of(caller.tid)
-        .and_then(|s| s.rw_abi())
-        .unwrap_or(Abi::Native);
-    if tid != 0 {
-        file.abi_cache
-            .store(tid << 1 | u64::from(abi == Abi::Compat), Ordering::Relaxed);
-    }
-    abi
 }
 
 /// read(): sg_read() then sg_new_read(). Learning the pack_id under FORCE_PACK_ID and
@@ -173,13 +131,13 @@ fn read_now(
             Err(e) => reply.error(e),
         };
     }
+    if nonblock {
+        return reply.error(Errno::EAGAIN);
+    }
     // sg 6.1 keeps waiting on a detaching device while a matching request runs; here the
     // node is going away with the daemon, so end now.
     if map.detaching() {
         return reply.error(Errno::ENODEV);
-    }
-    if nonblock {
-        return reply.error(Errno::EAGAIN);
     }
     // Since 5.19 sg's blocking read waits even with nothing outstanding, until a signal.
     match map.reads.park(Some(reply.unique()), file.fh) {

@@ -3,12 +3,13 @@
 //! completions of write() commands waiting for read(), the read()s waiting for them, and
 //! the armed poll wake-up.
 
-use super::budget::{ProcessId, Reservation};
+use super::budget::{Holder, Reservation};
 use super::parked::{ParkId, Parked};
 use crate::cuse::{Caller, FileHandle, PollWaker, ReadReply};
 use crate::errno::Errno;
 use crate::sg::abi::SG_DEFAULT_TIMEOUT_USER;
 use crate::sg::command::SgCommand;
+use crate::sg::direct::CdbGuess;
 use crate::sg::header::{Abi, Completion};
 use crate::sg::queue::{Reap, RequestQueue};
 use parking_lot::Mutex;
@@ -20,8 +21,8 @@ pub struct OpenFile {
     pub fh: FileHandle,
     /// The open(2) flags.
     pub flags: u32,
-    /// The opener's process (thread group), for the data budget.
-    pub opener: ProcessId,
+    /// Who holds this file's data, for the data budget.
+    pub opener: Holder,
     pub timeout_user: AtomicI32,
     pub reserved_size: AtomicI32,
     pub cmd_q: AtomicBool,
@@ -33,6 +34,9 @@ pub struct OpenFile {
     pub state: Mutex<FileState>,
     /// The layout last seen for a thread: (tid << 1) | compat, 0 for none.
     pub abi_cache: AtomicU64,
+    /// Where the last SG_IO's CDB was, by calling thread and header address: the next
+    /// SG_IO reads its header and (if it is still there) its CDB in one call.
+    pub last_cdb: Mutex<Option<(u32, u64, CdbGuess)>>,
 }
 
 #[derive(Default)]
@@ -80,7 +84,7 @@ pub struct Completed {
 }
 
 impl OpenFile {
-    pub fn new(fh: FileHandle, flags: u32, opener: ProcessId, reserved: i32) -> OpenFile {
+    pub fn new(fh: FileHandle, flags: u32, opener: Holder, reserved: i32) -> OpenFile {
         OpenFile {
             fh,
             flags,
@@ -94,6 +98,7 @@ impl OpenFile {
             held: Arc::new(AtomicUsize::new(0)),
             state: Mutex::new(FileState::default()),
             abi_cache: AtomicU64::new(0),
+            last_cdb: Mutex::new(None),
         }
     }
 
@@ -163,6 +168,17 @@ impl WriteSlot {
         }
     }
 
+    /// The header's pack_id and usr_ptr, once decoded.
+    pub fn set_ids(&self, pack_id: i32, usr_ptr: u64) {
+        if let Some(id) = self.id {
+            self.file
+                .state
+                .lock()
+                .requests
+                .set_ids(id, pack_id, usr_ptr);
+        }
+    }
+
     /// The request stays: its completion will fill it.
     pub fn keep(mut self) -> u64 {
         self.id.take().expect("kept once")
@@ -197,7 +213,16 @@ impl RequestSlot {
 
 impl Drop for RequestSlot {
     fn drop(&mut self) {
-        self.file.state.lock().requests.remove(self.id);
+        // A slot is free again: sg's completion wakes the file's pollers (read_wait),
+        // whose mask may now say POLLOUT.
+        let poll = {
+            let mut st = self.file.state.lock();
+            st.requests.remove(self.id);
+            st.poll.take()
+        };
+        if let Some((kh, waker)) = poll {
+            waker.wake(kh);
+        }
     }
 }
 

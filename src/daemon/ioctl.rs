@@ -170,7 +170,12 @@ fn answer(map: &MapState, file: &OpenFile, arg: &IoctlIn, data: &[u8]) -> IoctlA
         }
         SG_GET_ACCESS_COUNT => put_int(arg, 1),
         SG_GET_LOW_DMA => put_int(arg, 0),
-        SG_SET_FORCE_LOW_DMA => get_int(arg, data, |_| Ok(())),
+        // "This ioctl never worked properly, but failed to return an error value": sg
+        // answers 0 without reading its argument.
+        SG_SET_FORCE_LOW_DMA => IoctlAnswer::Done {
+            result: 0,
+            out: vec![],
+        },
         // sg's default: EPERM on a file that is not O_RDWR ("don't know so take safe
         // approach"), else the SCSI midlayer's answer for an unknown ioctl, EINVAL.
         _ if !file.read_write() => IoctlAnswer::Error(Errno::EPERM),

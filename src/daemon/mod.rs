@@ -65,16 +65,26 @@ pub const DEV_DIR: &str = "mpath-sg";
 fn sysfs_opener() -> Arc<PathOpener> {
     type Open = (PathInfo, std::sync::Weak<ScsiPath>);
     let opened: Mutex<std::collections::HashMap<DevT, Open>> = Mutex::new(Default::default());
+    let shared =
+        move |opened: &std::collections::HashMap<DevT, Open>, dev: DevT, info: &PathInfo| {
+            opened
+                .get(&dev)
+                .filter(|(known, _)| known == info)
+                .and_then(|(_, weak)| weak.upgrade())
+        };
     Arc::new(move |dev: DevT| {
         let info = PathInfo::from_sysfs(Path::new("/sys"), dev)?;
+        if let Some(path) = shared(&opened.lock(), dev, &info) {
+            return Ok((info, path as Arc<dyn PathIo>));
+        }
+        // Opened without the lock: opening a device can wait (error handling on the
+        // path), and other maps must not wait for it.
+        let path = Arc::new(ScsiPath::open(&info)?);
         let mut opened = opened.lock();
         opened.retain(|_, (_, weak)| weak.strong_count() > 0);
-        if let Some((known, weak)) = opened.get(&dev) {
-            if let (true, Some(path)) = (known == &info, weak.upgrade()) {
-                return Ok((info, path as Arc<dyn PathIo>));
-            }
+        if let Some(theirs) = shared(&opened, dev, &info) {
+            return Ok((info, theirs as Arc<dyn PathIo>));
         }
-        let path = Arc::new(ScsiPath::open(&info)?);
         opened.insert(dev, (info.clone(), Arc::downgrade(&path)));
         Ok((info, path as Arc<dyn PathIo>))
     })

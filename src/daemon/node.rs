@@ -3,6 +3,7 @@
 //! pipeline and the map's failover engine.
 
 use super::async_io;
+use super::budget::Holder;
 use super::buffer::WorkerLocal;
 use super::files::OpenFile;
 use super::ioctl;
@@ -55,8 +56,12 @@ impl CuseHandler for MapNode {
 
     fn open(&self, caller: &Caller, flags: u32, reply: OpenReply) {
         let reserved = SG_DEF_RESERVED_SIZE.min(self.map.max_transfer() as i32);
-        // The data budget is shared per opener process.
-        let opener = thread_group(caller.tid);
+        // The data budget is shared per opener process (per user for a process the daemon
+        // cannot see).
+        let opener = match thread_group(caller.tid) {
+            Some(tgid) => Holder::Process(tgid),
+            None => Holder::User(caller.uid),
+        };
         let fh = self
             .map
             .files
@@ -78,6 +83,12 @@ impl CuseHandler for MapNode {
         reply: ReadReply,
         worker: &mut Worker<'_, Self>,
     ) {
+        // The kernel splits a read() larger than one request (128 KiB, 32 pages) into
+        // several, the later ones at offset > 0. sg answers one read() with one
+        // completion: the first piece got it, the rest end the read() here.
+        if arg.offset != 0 {
+            return reply.data(&[]);
+        }
         match self.map.files.get(FileHandle(arg.fh)) {
             Some(file) => async_io::read(&self.map, caller, file, arg, reply, worker),
             None => reply.error(Errno::ENXIO),
@@ -92,6 +103,11 @@ impl CuseHandler for MapNode {
         reply: WriteReply,
         worker: &mut Worker<'_, Self>,
     ) {
+        // The rest of a write() larger than one request (see `read`): sg reads the header
+        // only and takes the whole count.
+        if arg.offset != 0 {
+            return reply.written(arg.size);
+        }
         match self.map.files.get(FileHandle(arg.fh)) {
             Some(file) => async_io::write(&self.map, caller, file, data, reply, worker),
             None => reply.error(Errno::ENXIO),

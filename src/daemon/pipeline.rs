@@ -27,7 +27,7 @@ use crate::failover::{Attempt, Step};
 use crate::path::PathCommand;
 use crate::sg::access;
 use crate::sg::command::SgCommand;
-use crate::sg::direct::{self, DirectError, MemError};
+use crate::sg::direct::{self, CdbGuess, DirectError, MemError};
 use crate::sg::header::{
     output_for, sense_bytes, transferred, Abi, Completion, SenseBytes, SgIoHeader,
 };
@@ -129,6 +129,7 @@ pub fn sg_io<H: CuseHandler<Local = WorkerLocal>>(
             // Every thread is busy: the call waits, interruptible, for the next one.
             let work = Work::SgIo {
                 caller: *caller,
+                memory,
                 file,
                 arg: *arg,
                 reply,
@@ -161,8 +162,21 @@ fn direct(
     let check = |cdb: &[u8]| check_access(&file, caller, cdb);
     // As sg: BLKSECTGET says max_sectors, but SG_IO accepts up to max_hw_sectors.
     let limit = map.engine.max_hw_transfer();
-    let cmd = match direct::decode_sg_io(&memory, abi, arg.arg, &check, limit) {
-        Ok(cmd) => cmd,
+    let guess = match *file.last_cdb.lock() {
+        Some((tid, at, guess)) if tid == caller.tid.0 && at == arg.arg => Some(guess),
+        _ => None,
+    };
+    let cmd = match direct::decode_sg_io(&memory, abi, arg.arg, &check, limit, guess) {
+        Ok(cmd) => {
+            let seen = CdbGuess {
+                cmdp: cmd.header.cmdp,
+                cmd_len: cmd.header.cmd_len,
+            };
+            if guess != Some(seen) {
+                *file.last_cdb.lock() = Some((caller.tid.0, arg.arg, seen));
+            }
+            cmd
+        }
         Err(DirectError::Errno(e)) => return reply.error(sg_io_errno(e)),
         Err(DirectError::Unreachable) => {
             // The first touch failed (no ptrace rights, another pid namespace): CUSE's
@@ -194,27 +208,6 @@ fn direct(
         held_out: None,
     };
     run(map, p, local, DataOut::FromCaller);
-}
-
-/// A deferred one-round SG_IO, once a thread is free.
-fn run_deferred_sg_io(map: &Arc<MapState>, work: Work, local: &mut WorkerLocal) {
-    if let Work::SgIo {
-        caller,
-        file,
-        arg,
-        reply,
-    } = work
-    {
-        let abi = if arg.flags & ioctl_flags::COMPAT != 0 {
-            Abi::Compat
-        } else {
-            Abi::Native
-        };
-        match ProcessMemory::new(caller.tid) {
-            Some(memory) => direct(map, &caller, file, memory, abi, &arg, reply, local),
-            None => reply.error(Errno::EPERM),
-        }
-    }
 }
 
 /// SG_IO in retry rounds: each round planned from its own bytes (`sg::plan`), the last
@@ -307,19 +300,28 @@ pub fn defer(map: &Arc<MapState>, unique: Option<crate::cuse::Unique>, work: Wor
 /// Runs parked work on this thread.
 pub fn run_work(map: &Arc<MapState>, work: Work, local: &mut WorkerLocal) {
     match work {
-        w @ Work::SgIo { .. } => run_deferred_sg_io(map, w, local),
+        Work::SgIo {
+            caller,
+            memory,
+            file,
+            arg,
+            reply,
+        } => {
+            let abi = if arg.flags & ioctl_flags::COMPAT != 0 {
+                Abi::Compat
+            } else {
+                Abi::Native
+            };
+            direct(map, &caller, file, memory, abi, &arg, reply, local)
+        }
         Work::Write {
             caller,
             file,
-            abi,
-            header,
-            raw_header,
+            raw,
             slot,
             count,
             reply,
-        } => write_command(
-            map, &caller, file, abi, header, raw_header, slot, count, reply, local,
-        ),
+        } => write_header(map, &caller, file, raw, slot, count, reply, local),
         Work::Command(p) => {
             let source = if p.held_out.is_some() {
                 DataOut::Held
@@ -332,6 +334,57 @@ pub fn run_work(map: &Arc<MapState>, work: Work, local: &mut WorkerLocal) {
 }
 
 // ---------------------------------------------------------------- write() front end
+
+/// write()'s header, decoded in the caller's layout: the request's pack_id and usr_ptr,
+/// then sg_new_write()'s header checks, then the command.
+#[allow(clippy::too_many_arguments)]
+pub fn write_header(
+    map: &Arc<MapState>,
+    caller: &Caller,
+    file: Arc<OpenFile>,
+    raw: [u8; Abi::Native.header_len()],
+    slot: WriteSlot,
+    count: u32,
+    reply: WriteReply,
+    local: &mut WorkerLocal,
+) {
+    let abi = caller_abi(caller, &file);
+    let header = SgIoHeader::decode(abi, &raw).expect("88 bytes hold either layout");
+    slot.set_ids(header.pack_id, header.usr_ptr);
+    if let Err(e) = header.validate() {
+        return reply.error(e);
+    }
+    write_command(
+        map, caller, file, abi, header, raw, slot, count, reply, local,
+    );
+}
+
+/// 32-bit or 64-bit layout for this caller, from the system call it waits in. A thread's
+/// answer is kept per file; an unknown one (the daemon cannot see the caller, or it never
+/// showed as asleep) is taken as native and not kept.
+fn caller_abi(caller: &Caller, file: &OpenFile) -> Abi {
+    use std::sync::atomic::Ordering;
+    let tid = u64::from(caller.tid.0);
+    let cached = file.abi_cache.load(Ordering::Relaxed);
+    if cached != 0 && cached >> 1 == tid {
+        return if cached & 1 == 1 {
+            Abi::Compat
+        } else {
+            Abi::Native
+        };
+    }
+    match BlockedSyscall::of(caller.tid).and_then(|s| s.rw_abi()) {
+        Some(abi) => {
+            file.abi_cache
+                .store(tid << 1 | u64::from(abi == Abi::Compat), Ordering::Relaxed);
+            abi
+        }
+        None => {
+            tracing::debug!(tid = %caller.tid, "caller's layout unknown; taken as native");
+            Abi::Native
+        }
+    }
+}
 
 /// write()'s command, read from the caller while it waits in write() (as sg_new_write()
 /// copies the CDB and sg_start_req() the data): the CDB, the iovec list, a budget
@@ -368,9 +421,9 @@ pub fn write_command(
             return reply.error(memory_errno(caller.tid, MemError::Unreachable))
         }
     };
-    // Reserved before anything is held: the completion will keep up to transfer_len
-    // bytes of data-in until read(), or the data-out while the command waits.
-    let held = if cmd.data_in_to_caller || cmd.data_out_from_caller {
+    // Reserved before the command runs: its completion keeps up to transfer_len bytes of
+    // data-in until read(). (Data-out is charged only if it has to be kept: `hold`.)
+    let held = if cmd.data_in_to_caller {
         cmd.transfer_len
     } else {
         0
@@ -385,6 +438,7 @@ pub fn write_command(
     if cmd.data_out_from_caller {
         let buf = local.data.lend(cmd.transfer_len, file.fh);
         if let Err(e) = direct::read_data_out(&memory, &cmd, buf) {
+            local.data.trim();
             return reply.error(memory_errno(caller.tid, e));
         }
     }

@@ -126,9 +126,9 @@ fn publish(
         max: opts.max_threads_per_map,
         budget: shared.threads.clone(),
     };
-    let device = CuseDevice::create(spec, node.clone(), cfg)?;
-    let executor = device.executor();
-    map.set_submit(Box::new(move |job| executor.submit(job)));
+    let device = CuseDevice::create(spec, node.clone(), cfg, |executor| {
+        map.set_submit(Box::new(move |job| executor.submit(job)))
+    })?;
     Ok(Published {
         name: d.name.clone(),
         uuid: uuid.to_string(),
@@ -397,11 +397,6 @@ impl Registry {
             let _ = r.thread.join();
         }
         self.shared.timer.stop();
-    }
-
-    /// What every node shares.
-    pub fn shared(&self) -> &Shared {
-        &self.shared
     }
 }
 

@@ -50,9 +50,14 @@ pub fn lab(o: LabOptions) -> Lab {
         Timer::start().unwrap(),
     ));
     let node = Arc::new(MapNode::new(map.clone()));
-    let k = FakeKernel::start(node.clone(), o.min, o.max);
-    let executor = k.device.as_ref().unwrap().executor();
-    map.set_submit(Box::new(move |job| executor.submit(job)));
+    let m = map.clone();
+    let k = FakeKernel::start_ready(
+        node.clone(),
+        o.min,
+        o.max,
+        Arc::new(crate::cuse::ThreadBudget::new(64)),
+        move |executor| m.set_submit(Box::new(move |job| executor.submit(job))),
+    );
     Lab {
         k,
         rig: r,

@@ -76,7 +76,10 @@ impl Timer {
                     let Reverse((_, id)) = st.due.pop().expect("peeked");
                     if let Some(task) = st.tasks.remove(&id) {
                         drop(st);
-                        task();
+                        // Every node shares this thread: a panicking task must not end it.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
+                            tracing::error!("a timer task panicked");
+                        }
                         st = self.state.lock();
                     }
                 }

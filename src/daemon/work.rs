@@ -9,7 +9,7 @@ use crate::cuse::{Caller, IoctlReply, Tid, WriteReply};
 use crate::errno::Errno;
 use crate::failover::Attempt;
 use crate::sg::command::SgCommand;
-use crate::sg::header::{Abi, SenseBytes, SgIoHeader};
+use crate::sg::header::{Abi, SenseBytes};
 use std::sync::Arc;
 
 /// How a command's results reach its caller: the three front ends of the one pipeline.
@@ -107,17 +107,17 @@ pub enum Work {
     /// SG_IO in one round, not started: every thread was busy.
     SgIo {
         caller: Caller,
+        memory: ProcessMemory,
         file: Arc<OpenFile>,
         arg: IoctlIn,
         reply: IoctlReply,
     },
-    /// write() whose command is not read from the caller yet: every thread was busy.
+    /// write() whose header is not decoded yet: every thread was busy.
     Write {
         caller: Caller,
         file: Arc<OpenFile>,
-        abi: Abi,
-        header: SgIoHeader,
-        raw_header: [u8; Abi::Native.header_len()],
+        /// The first 88 bytes written.
+        raw: [u8; Abi::Native.header_len()],
         slot: WriteSlot,
         count: u32,
         reply: WriteReply,
@@ -140,10 +140,9 @@ impl Work {
                 Front::Direct { reply, .. } | Front::Rounds { reply, .. } => {
                     reply.error(Errno::EINTR)
                 }
-                // Not reachable by an interrupt (no request waits for it); completes.
-                Front::Async(mut ac) => {
-                    ac.filled = false;
-                }
+                // A write()'s command is parked without a request to name it, so no
+                // interrupt finds it; dropped anyway, its completion would read EIO.
+                Front::Async(_) => {}
             },
         }
     }

@@ -29,6 +29,9 @@ pub type PathOpener = dyn Fn(DevT) -> io::Result<OpenedPath> + Send + Sync;
 /// A path device's sysfs facts and its executor.
 pub type OpenedPath = (PathInfo, Arc<dyn PathIo>);
 
+/// How long a path that could not be opened is left alone.
+const OPEN_RETRY: Duration = Duration::from_secs(1);
+
 /// SG_IO with timeout 0 gets the block layer's default (SCSI: 30 s); the wait for a path
 /// is bounded the same way.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -157,6 +160,8 @@ pub struct Engine {
     snapshot: Mutex<Arc<Snapshot>>,
     refresh_lock: Mutex<()>,
     opened: Mutex<HashMap<DevT, OpenedPath>>,
+    /// Paths that could not be opened, and when.
+    open_failed: Mutex<HashMap<DevT, Coarse>>,
     stats: Mutex<HashMap<DevT, Arc<PathStats>>>,
     rr: AtomicUsize,
     /// Device-mapper reported an event for this map: re-read it before the next command.
@@ -186,6 +191,7 @@ impl Engine {
             })),
             refresh_lock: Mutex::new(()),
             opened: Mutex::new(HashMap::new()),
+            open_failed: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),
             stale: AtomicBool::new(false),
@@ -272,16 +278,32 @@ impl Engine {
         if let Some(p) = self.opened.lock().get(&dev) {
             return Some(p.clone());
         }
+        // A path that could not be opened is tried again a second later, not at every
+        // re-read of the map (each try touches sysfs and the devices).
+        if let Some(at) = self.open_failed.lock().get(&dev) {
+            if at.elapsed() < OPEN_RETRY {
+                return None;
+            }
+        }
         match (self.opener)(dev) {
             Ok(p) => {
+                self.open_failed.lock().remove(&dev);
                 self.opened.lock().insert(dev, p.clone());
                 Some(p)
             }
             Err(e) => {
                 tracing::warn!(map = %self.map, path = %dev, "path unusable: {e}");
+                self.open_failed.lock().insert(dev, Coarse::now());
                 None
             }
         }
+    }
+
+    /// The snapshot as it is, never re-read: for answers that must not wait for
+    /// device-mapper or a path device (limits asked by ioctls, on the thread that reads
+    /// the node's requests). Commands re-read it as they run.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.lock().clone()
     }
 
     /// The current snapshot, re-read after a device-mapper event or when older than
@@ -297,18 +319,19 @@ impl Engine {
         })
     }
 
+    /// What the node advertises, from the current snapshot (never re-read here).
     pub fn limits(&self) -> Limits {
-        self.snapshot().limits.clone()
+        self.current().limits.clone()
     }
 
-    /// The smallest max_hw_sectors of the paths, in bytes, without copying the limits.
+    /// The smallest max_hw_sectors of the paths, in bytes (current snapshot).
     pub fn max_hw_transfer(&self) -> usize {
-        self.snapshot().limits.max_hw_transfer
+        self.current().limits.max_hw_transfer
     }
 
-    /// The smallest max_sectors of the paths, in bytes.
+    /// The smallest max_sectors of the paths, in bytes (current snapshot).
     pub fn max_transfer(&self) -> usize {
-        self.snapshot().limits.max_transfer
+        self.current().limits.max_transfer
     }
 
     fn fail_path(&self, p: &PathEntry, cdb: &[u8], reason: &str) {
@@ -336,8 +359,9 @@ impl Engine {
     /// the same `attempt` when the map changes (`mark_stale`) or at `retry_at` at the
     /// latest. Nothing here sleeps, so a waiting command holds no thread.
     pub fn execute(&self, cmd: &mut PathCommand<'_>, attempt: &mut Attempt) -> Step {
-        let mut snap = if attempt.waits > 0 {
-            // Back after a wait: the map may have changed without an event reaching us.
+        let mut snap = if attempt.waits > 0 && !self.fresher_than(attempt.parked_at) {
+            // Back after a wait: the map may have changed without an event reaching us
+            // (unless another command re-read it since this one parked).
             match self.refresh() {
                 Ok(s) => s,
                 Err(e) => {
@@ -410,6 +434,7 @@ impl Engine {
                 // Each path gets another chance after the wait, bounded by the timeout.
                 attempt.tried.clear();
                 attempt.waits += 1;
+                attempt.parked_at = now;
                 let poll = if retry_later {
                     self.transition_poll
                 } else {
@@ -452,9 +477,9 @@ impl Engine {
         Step::Done(attempt.stamp(Ok(transport_disrupted())))
     }
 
-    /// Whether commands still wait for paths (false once the daemon stops).
-    pub fn closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed)
+    /// Whether the snapshot was taken after `t` and no event came since.
+    fn fresher_than(&self, t: Coarse) -> bool {
+        self.current().taken > t && !self.stale.load(Ordering::Acquire)
     }
 }
 
@@ -477,6 +502,8 @@ pub struct Attempt {
     tried: Vec<DevT>,
     /// Waits so far.
     pub waits: u32,
+    /// When the last wait began.
+    parked_at: Coarse,
 }
 
 impl Attempt {
@@ -491,6 +518,7 @@ impl Attempt {
             deadline: started + budget,
             tried: Vec::new(),
             waits: 0,
+            parked_at: started,
         }
     }
 

@@ -120,11 +120,6 @@ impl SgCommand {
     pub fn direction(&self) -> Direction {
         self.header.direction()
     }
-
-    /// The opcode (for logs and the permission filter).
-    pub fn opcode(&self) -> u8 {
-        self.cdb.first().copied().unwrap_or(0)
-    }
 }
 
 #[cfg(test)]

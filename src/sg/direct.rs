@@ -63,21 +63,58 @@ fn read_into(m: &dyn CallerMemory, base: u64, buf: &mut [u8]) -> Result<(), MemE
     )
 }
 
+/// Where a caller's CDB was last time: callers (qemu, fio, sg3_utils' loops) reuse their
+/// CDB buffer from one SG_IO to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CdbGuess {
+    pub cmdp: u64,
+    pub cmd_len: u8,
+}
+
 /// Reads and checks one SG_IO's header, CDB and iovec list, in sg's order. No data is
 /// read. `max_transfer` is the paths' own limit.
+///
+/// With a `guess` of where the CDB is, the header and those bytes are read in one call;
+/// the bytes are used only if the header just read names exactly that CDB, else the CDB is
+/// read where the header says (and if the guessed place cannot be read at all, the header
+/// is read alone first, so that a bad guess never turns into the caller's EFAULT).
 pub fn decode_sg_io(
     m: &dyn CallerMemory,
     abi: Abi,
     arg: u64,
     check_cdb: CdbCheck<'_>,
     max_transfer: usize,
+    guess: Option<CdbGuess>,
 ) -> Result<SgCommand, DirectError> {
     let mut raw = [0u8; Abi::Native.header_len()];
     let raw = &mut raw[..abi.header_len()];
-    read_into(m, arg, raw).map_err(mem)?;
+    let mut cdb = Cdb::zeroed(guess.map_or(0, |g| g.cmd_len));
+    let guessed = match guess {
+        Some(g) if g.cmd_len > 0 => {
+            let regions = [
+                IoctlIovec {
+                    base: arg,
+                    len: raw.len() as u64,
+                },
+                IoctlIovec {
+                    base: g.cmdp,
+                    len: u64::from(g.cmd_len),
+                },
+            ];
+            m.read(&regions, &mut [&mut *raw, cdb.bytes_mut()]).is_ok()
+        }
+        _ => false,
+    };
+    if !guessed {
+        read_into(m, arg, raw).map_err(mem)?;
+    }
     let hdr = SgIoHeader::decode(abi, raw).ok_or(Errno::EINVAL)?;
     hdr.validate()?;
-    decode_command(m, abi, hdr, check_cdb, max_transfer)
+    let cdb = match guess {
+        Some(g) if guessed && g.cmdp == hdr.cmdp && g.cmd_len == hdr.cmd_len => Some(cdb),
+        _ => None,
+    };
+    decode_with(m, abi, hdr, cdb, check_cdb, max_transfer)
 }
 
 /// Reads what a validated header names (CDB, iovec list) and checks it, in sg's order:
@@ -89,10 +126,28 @@ pub fn decode_command(
     check_cdb: CdbCheck<'_>,
     max_transfer: usize,
 ) -> Result<SgCommand, DirectError> {
+    decode_with(m, abi, hdr, None, check_cdb, max_transfer)
+}
+
+/// `decode_command` with the CDB already read, if it was.
+fn decode_with(
+    m: &dyn CallerMemory,
+    abi: Abi,
+    hdr: SgIoHeader,
+    cdb: Option<Cdb>,
+    check_cdb: CdbCheck<'_>,
+    max_transfer: usize,
+) -> Result<SgCommand, DirectError> {
     let dir = hdr.direction();
-    let mut cdb = Cdb::zeroed(hdr.cmd_len);
-    // The first touch of the caller's memory for write(): Unreachable stays distinct.
-    read_into(m, hdr.cmdp, cdb.bytes_mut()).map_err(mem)?;
+    let cdb = match cdb {
+        Some(c) => c,
+        None => {
+            let mut c = Cdb::zeroed(hdr.cmd_len);
+            // The first touch of the caller's memory for write(): Unreachable stays distinct.
+            read_into(m, hdr.cmdp, c.bytes_mut()).map_err(mem)?;
+            c
+        }
+    };
     check_cdb(&cdb)?;
     hdr.validate_transfer()?;
     let segments = if dir == Direction::None {
@@ -316,7 +371,7 @@ mod tests {
     #[test]
     fn decode_then_data_out_beyond_one_cuse_round() {
         let m = setup(hdr(SG_DXFER_TO_DEV, 1 << 20), &[0x2a; 10], 1 << 20);
-        let c = decode_sg_io(&m, Abi::Native, ARG, &allow, 4 << 20).unwrap();
+        let c = decode_sg_io(&m, Abi::Native, ARG, &allow, 4 << 20, None).unwrap();
         assert_eq!(c.transfer_len, 1 << 20);
         assert!(c.data_out_from_caller && !c.data_in_to_caller);
         assert_eq!(&*c.cdb, &[0x2a; 10]);
@@ -330,30 +385,30 @@ mod tests {
         let m = setup(hdr(SG_DXFER_FROM_DEV, 512), &[0x28; 10], 512);
         let deny = |_: &[u8]| Err(Errno::EPERM);
         assert_eq!(
-            decode_sg_io(&m, Abi::Native, ARG, &deny, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &deny, 1 << 20, None),
             Err(DirectError::Errno(Errno::EPERM))
         );
         assert_eq!(
-            decode_sg_io(&m, Abi::Native, 0xdead0000, &allow, 1 << 20),
+            decode_sg_io(&m, Abi::Native, 0xdead0000, &allow, 1 << 20, None),
             Err(DirectError::Errno(Errno::EFAULT))
         );
         let mut v4 = hdr(SG_DXFER_NONE, 0);
         v4.interface_id = b'Q' as i32;
         let m = setup(v4, &[0; 10], 0);
         assert_eq!(
-            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20, None),
             Err(DirectError::Errno(Errno::ENOSYS))
         );
         let m = setup(hdr(SG_DXFER_FROM_DEV, 2 << 20), &[0x28; 10], 2 << 20);
         assert_eq!(
-            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20, None),
             Err(DirectError::Errno(TOO_LARGE))
         );
         let mut bad_cdb = hdr(SG_DXFER_NONE, 0);
         bad_cdb.cmdp = 0xbad00000;
         let m = setup(bad_cdb, &[0; 10], 0);
         assert_eq!(
-            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20, None),
             Err(DirectError::Errno(Errno::EFAULT))
         );
     }
@@ -366,12 +421,64 @@ mod tests {
         let m = setup(h, &[0x2a; 10], 0);
         let deny = |_: &[u8]| Err(Errno::EPERM);
         assert_eq!(
-            decode_sg_io(&m, Abi::Native, ARG, &deny, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &deny, 1 << 20, None),
             Err(DirectError::Errno(Errno::EPERM))
         );
-        let c = decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20).unwrap();
+        let c = decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20, None).unwrap();
         let mut buf = vec![0u8; 512];
         assert_eq!(read_data_out(&m, &c, &mut buf), Err(MemError::Fault));
+    }
+
+    /// Counts the calls made to the memory beneath.
+    struct Counting<'a>(&'a FakeMemory, std::cell::Cell<usize>);
+
+    impl CallerMemory for Counting<'_> {
+        fn read(&self, r: &[IoctlIovec], b: &mut [&mut [u8]]) -> Result<(), MemError> {
+            self.1.set(self.1.get() + 1);
+            self.0.read(r, b)
+        }
+        fn write(&self, r: &[IoctlIovec], p: &[&[u8]]) -> Result<(), MemError> {
+            self.0.write(r, p)
+        }
+    }
+
+    #[test]
+    fn a_right_cdb_guess_saves_a_call_and_a_wrong_one_costs_nothing_else() {
+        let m = setup(hdr(SG_DXFER_NONE, 0), &[0x12; 10], 0);
+        let c = Counting(&m, Default::default());
+        let right = CdbGuess {
+            cmdp: CDB,
+            cmd_len: 10,
+        };
+        let got = decode_sg_io(&c, Abi::Native, ARG, &allow, 1 << 20, Some(right)).unwrap();
+        assert_eq!(
+            (&*got.cdb, c.1.get()),
+            (&[0x12u8; 10][..], 1),
+            "header and CDB in one call"
+        );
+        // A guess elsewhere (mapped): the bytes there are not used.
+        m.map(0x9000, &[0x77; 10]);
+        let c = Counting(&m, Default::default());
+        let elsewhere = CdbGuess {
+            cmdp: 0x9000,
+            cmd_len: 10,
+        };
+        let got = decode_sg_io(&c, Abi::Native, ARG, &allow, 1 << 20, Some(elsewhere)).unwrap();
+        assert_eq!((&*got.cdb, c.1.get()), (&[0x12u8; 10][..], 2));
+        // A guess that cannot be read: no EFAULT for the caller.
+        let unmapped = CdbGuess {
+            cmdp: 0xbad0_0000,
+            cmd_len: 10,
+        };
+        let got = decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20, Some(unmapped)).unwrap();
+        assert_eq!(&*got.cdb, &[0x12u8; 10][..]);
+        // A guess of the right place but the wrong length is not used either.
+        let shorter = CdbGuess {
+            cmdp: CDB,
+            cmd_len: 6,
+        };
+        let got = decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20, Some(shorter)).unwrap();
+        assert_eq!(got.cdb.len(), 10);
     }
 
     #[test]
@@ -379,7 +486,7 @@ mod tests {
         let mut m = setup(hdr(SG_DXFER_NONE, 0), &[0; 10], 0);
         m.unreachable = true;
         assert_eq!(
-            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20),
+            decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20, None),
             Err(DirectError::Unreachable)
         );
     }
@@ -387,7 +494,7 @@ mod tests {
     #[test]
     fn results_written_where_sg_writes_them() {
         let m = setup(hdr(SG_DXFER_FROM_DEV, 4096), &[0x28; 10], 4096);
-        let c = decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20).unwrap();
+        let c = decode_sg_io(&m, Abi::Native, ARG, &allow, 1 << 20, None).unwrap();
         let data = vec![0x11u8; 1000];
         let out = [9u8; 20];
         write_results(&m, Abi::Native, ARG, &c, &out, &[0x70, 0, 5], &data).unwrap();

@@ -3,12 +3,14 @@
  * per thread, each thread its own fd), for a fixed time. Prints one line:
  *   NAME cmds=.. iops=.. mbps=.. p50_us=.. p99_us=..
  *
- * usage: sgio_bench NAME DEVICE THREADS BLOCK_BYTES SECONDS rand|seq
+ * usage: sgio_bench NAME DEVICE THREADS BLOCK_BYTES SECONDS rand|seq|bare
  *        sgio_bench NAME DEVICE --tur-once [CMD]  (one TEST UNIT READY: its latency in us
  *                                                  and host_status; CMD runs first, with
  *                                                  DEVICE already open)
  * rand: random 4 KiB-aligned LBAs over the first 64 MiB; seq: each thread reads
- * consecutive blocks from its own region.
+ * consecutive blocks from its own region; bare: no SCSI command at all, an ioctl nobody
+ * implements (0x22ff) instead: on /dev/mpath-sg/X one bare round trip through CUSE and the
+ * daemon (answered EINVAL, as sg answers an unknown ioctl), the floor of the design.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,7 +27,10 @@
 
 static const char *dev;
 static unsigned block_bytes, seconds;
-static int sequential;
+static int sequential, bare;
+
+/* An ioctl number no driver implements: nothing but the round trip. */
+#define BARE_IOCTL 0x22ff
 
 struct worker {
 	pthread_t t;
@@ -73,7 +78,8 @@ static void *run(void *arg)
 		h.dxfer_len = block_bytes;
 		h.timeout = 30000;
 		uint64_t t0 = now_ns();
-		int r = ioctl(fd, SG_IO, &h);
+		int r = bare ? (ioctl(fd, BARE_IOCTL, 0) < 0 && errno == EINVAL ? 0 : -1)
+			     : ioctl(fd, SG_IO, &h);
 		uint64_t t1 = now_ns();
 		if (r < 0 || h.status || h.host_status) {
 			w->errors++;
@@ -132,7 +138,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc != 7) {
-		fprintf(stderr, "usage: %s NAME DEVICE THREADS BLOCK_BYTES SECONDS rand|seq\n", argv[0]);
+		fprintf(stderr, "usage: %s NAME DEVICE THREADS BLOCK_BYTES SECONDS rand|seq|bare\n", argv[0]);
 		return 2;
 	}
 	const char *name = argv[1];
@@ -141,6 +147,7 @@ int main(int argc, char **argv)
 	block_bytes = atoi(argv[4]);
 	seconds = atoi(argv[5]);
 	sequential = !strcmp(argv[6], "seq");
+	bare = !strcmp(argv[6], "bare");
 	struct worker *w = calloc(n, sizeof *w);
 	uint64_t t0 = now_ns();
 	for (int i = 0; i < n; i++) {

@@ -1,6 +1,6 @@
 # What the daemon holds for callers is bounded and private. A hoarder writes 16 unread
 # 1 MiB READs on each of 32 files: it is stopped with ENOMEM at its share of the data
-# budget (16 of the default 32 MiB), the daemon's RSS stays under 64 MiB, and other
+# budget (32 of the default 64 MiB), the daemon's RSS stays under 64 MiB, and other
 # callers, within their share, are unaffected. Buffers reused from one command to the
 # next never carry one caller's data to another, through the block device or the sg node.
 lab_lu 2 delay=0
@@ -19,11 +19,11 @@ hoarder=$!
 wait_for "the hoarder's writes" 120 grep -q accepted= "$LAB_OUT/hoard.txt"
 out=$(cat "$LAB_OUT/hoard.txt")
 say "$out"
-assert_match "its share (16 MiB) accepted, every other write refused with ENOMEM" \
-	"^accepted=16 enomem=496 other=0 first_error=ENOMEM" "$out"
+assert_match "its share (32 MiB) accepted, every other write refused with ENOMEM" \
+	"^accepted=32 enomem=480 other=0 first_error=ENOMEM" "$out"
 sleep 1 # the last commands complete
 rss1=$(rss_kib)
-say "daemon RSS: $rss0 KiB before, $rss1 KiB holding 16 MiB of results"
+say "daemon RSS: $rss0 KiB before, $rss1 KiB holding 32 MiB of results"
 [ "$rss1" -le $((64 * 1024)) ] || die "RSS $rss1 KiB is over 64 MiB"
 
 step "other callers, within their share, are unaffected"
