@@ -437,12 +437,13 @@ impl<H: CuseHandler> Pool<H> {
         let mut local = H::Local::default();
         let waker = PollWaker::new(self.sink.clone());
         let mut buf = vec![0u8; REQUEST_BUFFER];
-        // SIGUSR1 may interrupt only the wait for a request, never a request's own work:
-        // an SG_IO on a path that a signal interrupts is orphaned by sg, its result lost.
-        // A stop signal sent while this thread is busy stays pending until the unblock.
+        // SIGUSR1 (sent at stop) ends a wait for a request with EINTR. It stays unblocked
+        // while the thread works too (no two system calls per request to mask it): the
+        // work is not interruptible by it, except an SG_IO on a path's sg node, which sg
+        // would orphan, losing its result; the path layer masks signals around that one.
         let mut wake_signal = SigSet::empty();
         wake_signal.add(Signal::SIGUSR1);
-        let _ = wake_signal.thread_block();
+        let _ = wake_signal.thread_unblock();
         let mut next = match first {
             Some(job) => Next::Run(job),
             None => Next::Read,
@@ -455,14 +456,12 @@ impl<H: CuseHandler> Pool<H> {
                     next = self.after_work();
                 }
                 Next::Read => {
-                    let _ = wake_signal.thread_unblock();
                     let stopping = self.state.lock().stopping;
                     let read = if stopping {
                         Err(nix::errno::Errno::EINTR)
                     } else {
                         nix::unistd::read(self.fd.as_fd(), &mut buf)
                     };
-                    let _ = wake_signal.thread_block();
                     let n = match read {
                         // End of file: only a test's socket does that (the peer left).
                         Ok(0) => {
@@ -532,9 +531,9 @@ impl<H: CuseHandler> Pool<H> {
             for h in done {
                 let _ = h.join();
             }
-            // A thread blocked in read() leaves it with EINTR; a busy one has SIGUSR1
-            // blocked and takes it when done; one that was between its check and read()
-            // gets the next signal, 10 ms later.
+            // A thread blocked in read() leaves it with EINTR; a busy one finishes its
+            // work (not interruptible by the signal) and then sees `stopping`; one that
+            // was between its check and read() gets the next signal, 10 ms later.
             for h in &running {
                 let _ = nix::sys::pthread::pthread_kill(h.as_pthread_t(), Signal::SIGUSR1);
             }

@@ -201,7 +201,9 @@ pub fn poll(map: &MapState, file: &OpenFile, arg: &PollIn, waker: &PollWaker, re
     let mask = st
         .requests
         .poll_mask(file.cmd_q.load(Ordering::Relaxed), detaching);
-    if arg.flags & FUSE_POLL_SCHEDULE_NOTIFY != 0 && !detaching {
+    // A wake-up is owed only to a caller that will sleep: none if an event it asked for
+    // is ready (each poll() asks anew).
+    if arg.flags & FUSE_POLL_SCHEDULE_NOTIFY != 0 && !detaching && mask & arg.events == 0 {
         st.poll = Some((arg.kh, waker.clone()));
     }
     drop(st);

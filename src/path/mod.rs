@@ -9,6 +9,7 @@ use crate::sg::abi::{
     SG_DXFER_TO_DEV, SG_FLAG_MMAP_IO,
 };
 use crate::sg::header::{Completion, Direction, SenseBytes};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use parking_lot::Mutex;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -292,7 +293,14 @@ impl ScsiPath {
         let mut fd = self.take_sg_fd(cmd.owner)?;
         let reads = cmd.direction == Direction::FromDevice;
         fd.prepare(cmd.owner, cmd.transfer_len, reads)?;
+        // sg's SG_IO waits interruptibly: a signal would end it with EINTR and orphan the
+        // command (it runs on, its result lost). Signals wait until it is done.
+        let mask = SigSet::all();
+        let mut old = SigSet::empty();
+        let _ =
+            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old));
         let result = sg_io(&fd.file, cmd, cmd.timeout_ms);
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
         // An fd whose device went away is not worth keeping.
         if !matches!(result, Err(e) if e == Errno::ENODEV) {
             self.sg_idle.lock().push(fd);
