@@ -141,6 +141,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         devnums.set_major(m);
     }
     let socket = opts.socket.clone();
+    let single_round = opts.single_round;
     let wake = Arc::new(
         EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(setup("eventfd"))?,
@@ -172,7 +173,14 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         tracing::warn!("no multipath maps yet; nodes appear as maps are created");
     }
     sd_notify("READY=1");
-    tracing::info!("serving {count} map(s); following device-mapper events");
+    tracing::info!(
+        sg_io = if single_round {
+            "one round through the caller's memory"
+        } else {
+            "CUSE's retry rounds (--ioctl-rounds)"
+        },
+        "serving {count} map(s); following device-mapper events"
+    );
 
     // Sleeps in poll() until a DM event, the end of a node's removal or a signal: no CPU
     // while nothing changes.

@@ -35,6 +35,13 @@ print(f'{sys.argv[2]} fio-qd16 cmds={r["total_ios"]} errors={j["error"]} iops={i
 PY
 }
 
+step "the same SG_IO in a loop and between two processes (the daemon's position)"
+PP=$LAB_REPO/target/clients/sgio_pingpong
+"$PP" "pp block-tur" "/dev/$a" 3000 0 | tee -a "$R"
+"$PP" "pp sg-tur" "$sg" 3000 0 | tee -a "$R"
+"$PP" "pp block-4k" "/dev/$a" 3000 4096 | tee -a "$R"
+"$PP" "pp sg-4k" "$sg" 3000 4096 | tee -a "$R"
+
 step "/dev/sgN ($sg)"
 workloads sg "$sg"
 step "/dev/mapper/mpatha (SG_IO forwarded by dm)"
@@ -193,6 +200,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) pri
 	echo "| RSS | $(awk -v v="$(sc rss_kib)" 'BEGIN { printf "%.1f MiB", v / 1024 }') | 64 MiB | $(awk -v v="$(sc rss_kib)" 'BEGIN { print (v <= 65536) ? "met" : "**not met**" }') |"
 	echo "| CPU while idle, 5 s | $(sc idle_ticks_5s) ticks of 10 ms | none | $(awk -v v="$(sc idle_ticks_5s)" 'BEGIN { print (v == 0) ? "met" : "**not met**" }') |"
 	echo "| threads | $(sc threads) | - | 2 per node, more while busy |"
+	echo
+	pp() { awk -v t="$1" -v f="$2" '$1 == "pp" && $2 == t { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$R"; }
+	echo "The same SG_IO on a path, in a loop and when each call follows a switch from another process (where the daemon's calls run):"
+	echo
+	echo "| command | device | in a loop (us) | between two processes (us) |"
+	echo "|---|---|---|---|"
+	for c in tur 4k; do
+		for d in block sg; do
+			echo "| $([ $c = tur ] && echo 'TEST UNIT READY' || echo '4 KiB READ') | $([ $d = block ] && echo 'block device' || echo 'sg node') | $(pp $d-$c loop_us) | $(pp $d-$c pingpong_us) |"
+		done
+	done
 	echo
 	echo "What stands in the way of the targets: docs/performance.md."
 	echo

@@ -14,7 +14,16 @@ results=$LAB_OUT/results
 pass=0
 fail=0
 for scenario in "$@"; do
-	name=$(basename "$scenario" .sh)
+	# FILE@rounds: the daemon serves SG_IO in CUSE's retry rounds (mpathsg_start adds it).
+	LAB_DAEMON_ARGS=
+	case $scenario in
+	*@rounds)
+		scenario=${scenario%@rounds}
+		LAB_DAEMON_ARGS=--ioctl-rounds
+		;;
+	esac
+	export LAB_DAEMON_ARGS
+	name=$(basename "$scenario" .sh)${LAB_DAEMON_ARGS:+@rounds}
 	export LAB_SCENARIO=$name
 	echo
 	echo "=== scenario $name"

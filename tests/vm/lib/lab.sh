@@ -305,14 +305,16 @@ SG_ASYNC_PROBE=$LAB_REPO/target/clients/sg_async_probe
 SG_ASYNC_PROBE32=$LAB_REPO/target/clients/sg_async_probe32
 
 # mpathsg_start [ARGS...]: run the daemon in the background (its log in
-# $LAB_OUT/<scenario>-mpath-sgd.log) and wait until it serves its maps.
+# $LAB_OUT/<scenario>-mpath-sgd.log) and wait until it serves its maps. $LAB_DAEMON_ARGS
+# (set by the runner for SCENARIO@rounds) comes first.
 mpathsg_start() {
 	[ -x "$MPATH_SGD" ] || die "$MPATH_SGD is not built (make build)"
 	MPATHSG_LOG=$LAB_OUT/${LAB_SCENARIO:-manual}-mpath-sgd.log
 	mkdir -p /run/mpath-sg/state
 	local before
 	before=$(grep -c "serving" "$MPATHSG_LOG" 2>/dev/null || true)
-	"$MPATH_SGD" --state-dir /run/mpath-sg/state "$@" >>"$MPATHSG_LOG" 2>&1 &
+	# shellcheck disable=SC2086 # LAB_DAEMON_ARGS: words for the daemon (the runner's mode)
+	"$MPATH_SGD" --state-dir /run/mpath-sg/state ${LAB_DAEMON_ARGS:-} "$@" >>"$MPATHSG_LOG" 2>&1 &
 	MPATHSG_PID=$!
 	local i
 	for ((i = 0; i < 300; i++)); do
@@ -320,7 +322,14 @@ mpathsg_start() {
 			tail -n 20 "$MPATHSG_LOG" >&2
 			die "mpath-sgd exited during start"
 		}
-		[ "$(grep -c "serving" "$MPATHSG_LOG")" -gt "${before:-0}" ] && return 0
+		if [ "$(grep -c "serving" "$MPATHSG_LOG")" -gt "${before:-0}" ]; then
+			# The runner's @rounds mode must really be in force.
+			case " ${LAB_DAEMON_ARGS:-} $* " in
+			*" --ioctl-rounds "*) grep "serving" "$MPATHSG_LOG" | tail -n 1 | grep -q "retry rounds" ||
+				die "the daemon does not say it serves SG_IO in retry rounds" ;;
+			esac
+			return 0
+		fi
 		sleep 0.1
 	done
 	die "mpath-sgd did not report serving within 30 s"
