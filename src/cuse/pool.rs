@@ -284,7 +284,7 @@ impl<H: CuseHandler> Pool<H> {
                 st.total += 1;
                 st.readers += 1;
             }
-            if let Err(e) = pool.spawn(None) {
+            if pool.spawn(None).is_err() {
                 {
                     let mut st = pool.state.lock();
                     st.total -= 1;
@@ -292,7 +292,7 @@ impl<H: CuseHandler> Pool<H> {
                 }
                 // The threads started so far must not serve a device reported as failed.
                 pool.stop();
-                return Err(e);
+                return Err(io::Error::other("cannot start the device's threads"));
             }
         }
         Ok(pool)
@@ -319,14 +319,14 @@ impl<H: CuseHandler> Pool<H> {
         }
     }
 
-    /// Starts a thread for `job`, already counted in `total` and `busy`; gives the job back
-    /// if no thread could be started.
-    fn spawn_with(&self, job: Job<H::Local>) -> Result<(), Job<H::Local>> {
+    /// Starts a thread, already counted in `total` and in `busy` (with a first job) or
+    /// `readers` (without); gives the job back if no thread could be started.
+    fn spawn(&self, first: Option<Job<H::Local>>) -> Result<(), Option<Job<H::Local>>> {
         let pool = self
             .me
             .upgrade()
             .expect("the pool is alive while it spawns");
-        let slot = Arc::new(Mutex::new(Some(job)));
+        let slot = Arc::new(Mutex::new(first));
         let theirs = slot.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("cuse-{}", self.name))
@@ -342,29 +342,7 @@ impl<H: CuseHandler> Pool<H> {
             }
             Err(e) => {
                 tracing::warn!(device = %self.name, "cannot start a thread: {e}");
-                Err(slot.lock().take().expect("the thread never ran"))
-            }
-        }
-    }
-
-    /// Starts a reading thread, already counted in `total` and `readers`.
-    fn spawn(&self, first: Option<Job<H::Local>>) -> io::Result<()> {
-        let pool = self
-            .me
-            .upgrade()
-            .expect("the pool is alive while it spawns");
-        let spawned = std::thread::Builder::new()
-            .name(format!("cuse-{}", self.name))
-            .stack_size(256 * 1024)
-            .spawn(move || pool.thread_main(first));
-        match spawned {
-            Ok(h) => {
-                self.handles.lock().push(h);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(device = %self.name, "cannot start a thread: {e}");
-                Err(e)
+                Err(slot.lock().take())
             }
         }
     }
@@ -385,11 +363,11 @@ impl<H: CuseHandler> Pool<H> {
             let job = st.queue.pop_front().expect("not empty");
             st.total += 1;
             st.busy += 1;
-            if let Err(job) = self.spawn_with(job) {
+            if let Err(job) = self.spawn(Some(job)) {
                 // No thread could be started (the system is out of threads or memory):
                 // the job goes back to the front of the queue, for the next thread that
                 // finishes its work or reads a request.
-                st.queue.push_front(job);
+                st.queue.push_front(job.expect("the job comes back"));
                 st.total -= 1;
                 st.busy -= 1;
                 let total = st.total;

@@ -25,6 +25,7 @@ use crate::cuse::{Caller, CuseHandler, IoctlReply, Tid, Worker, WriteReply};
 use crate::errno::Errno;
 use crate::failover::{Attempt, Step};
 use crate::path::PathCommand;
+use crate::sg::abi::SgIoOutput;
 use crate::sg::access;
 use crate::sg::command::SgCommand;
 use crate::sg::direct::{self, CdbGuess, DirectError, MemError};
@@ -625,8 +626,7 @@ fn finish(_map: &Arc<MapState>, p: Pending, result: Result<Completion, Errno>, d
                 Ok(c) => c,
                 Err(e) => return reply.error(e),
             };
-            let (out, sense_len) = output_for(&cmd.header, &c);
-            let sense = sense_bytes(&c, sense_len);
+            let (out, sense) = results(&cmd, &c);
             let data_in = data_in(&cmd, &c, data);
             match direct::write_results(&memory, abi, arg, &cmd, out.as_bytes(), &sense, data_in) {
                 Ok(()) => reply.done(0, &[]),
@@ -642,15 +642,20 @@ fn finish(_map: &Arc<MapState>, p: Pending, result: Result<Completion, Errno>, d
                 Ok(c) => c,
                 Err(e) => return reply.error(e),
             };
-            let (out, sense_len) = output_for(&cmd.header, &c);
-            let sense = sense_bytes(&c, sense_len);
+            let (out, sense) = results(&cmd, &c);
             // The sense the LU returned, then the caller's own bytes: sg writes sb_len_wr
             // bytes and leaves the rest of the buffer alone.
-            let tail = &sense_in[sense_len.min(sense_in.len())..];
+            let tail = &sense_in[sense.len().min(sense_in.len())..];
             reply.done(0, &[out.as_bytes(), &sense, tail, data_in(&cmd, &c, data)]);
         }
         Front::Async(ac) => complete_async(ac, cmd, result, data),
     }
+}
+
+/// The output fields and the sense bytes for the caller, as sg computes them.
+fn results(cmd: &SgCommand, c: &Completion) -> (SgIoOutput, SenseBytes) {
+    let (out, sense_len) = output_for(&cmd.header, c);
+    (out, sense_bytes(c, sense_len))
 }
 
 /// The data-in bytes for the caller: only what the device transferred
@@ -744,8 +749,7 @@ pub fn finish_read(caller: &Caller, count: usize, r: Completed) -> Result<ReadAn
         return Err(Errno::EINVAL);
     }
     let completion = r.outcome?;
-    let (out, sense_len) = output_for(&r.command.header, &completion);
-    let sense = sense_bytes(&completion, sense_len);
+    let (out, sense) = results(&r.command, &completion);
     let memory = ProcessMemory::new(caller.tid);
     if !sense.is_empty() || !r.data_in.is_empty() {
         let Some(m) = &memory else {
