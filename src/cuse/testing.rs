@@ -229,11 +229,12 @@ impl<H: CuseHandler> FakeKernel<H> {
     }
 
     pub fn poll(&mut self, tid: u32, fh: u64, kh: u64) -> u64 {
+        // As the kernel sends it for poll(fd, POLLIN) that may sleep.
         let p = PollIn {
             fh,
             kh,
             flags: FUSE_POLL_SCHEDULE_NOTIFY,
-            events: 0,
+            events: libc::POLLIN as u32,
         };
         self.send(opcode::POLL, tid, p.as_bytes())
     }

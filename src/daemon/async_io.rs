@@ -59,8 +59,9 @@ pub fn write<H: CuseHandler<Local = WorkerLocal>>(
     }
     // sg_new_write() turns command queuing on as soon as it sees a v3 header, and takes
     // the request's slot before it copies the header.
+    // Its pack_id and usr_ptr read 0 until then (sg_add_request zeroes the request).
     file.cmd_q.store(true, Ordering::Relaxed);
-    let id = match file.state.lock().requests.add(-1, 0, false, true) {
+    let id = match file.state.lock().requests.add(0, 0, false, true) {
         Ok(id) => id,
         Err(e) => return reply.error(e),
     };
@@ -201,9 +202,10 @@ pub fn poll(map: &MapState, file: &OpenFile, arg: &PollIn, waker: &PollWaker, re
     let mask = st
         .requests
         .poll_mask(file.cmd_q.load(Ordering::Relaxed), detaching);
-    // A wake-up is owed only to a caller that will sleep: none if an event it asked for
-    // is ready (each poll() asks anew).
-    if arg.flags & FUSE_POLL_SCHEDULE_NOTIFY != 0 && !detaching && mask & arg.events == 0 {
+    // Armed whenever the kernel asks, ready or not: an edge-triggered epoll or io_uring's
+    // multishot poll stays registered and would miss the next completion otherwise (sg
+    // wakes its read_wait on every completion).
+    if arg.flags & FUSE_POLL_SCHEDULE_NOTIFY != 0 && !detaching {
         st.poll = Some((arg.kh, waker.clone()));
     }
     drop(st);

@@ -112,8 +112,10 @@ impl OpenFile {
 
     /// sg_add_request() for an SG_IO: one of the file's SG_MAX_QUEUE slots (EDOM when
     /// none is left), given back when the slot is dropped.
+    /// pack_id and usr_ptr read 0 until the header is read (sg_add_request zeroes the
+    /// request).
     pub fn sg_io_slot(self: &Arc<Self>) -> Result<RequestSlot, Errno> {
-        let id = self.state.lock().requests.add(-1, 0, true, true)?;
+        let id = self.state.lock().requests.add(0, 0, true, true)?;
         Ok(RequestSlot {
             file: self.clone(),
             id,

@@ -495,6 +495,44 @@ mod tests {
     }
 
     #[test]
+    fn data_out_of_written_commands_is_charged_while_they_can_hold_it() {
+        let mut l = lab(LabOptions {
+            queue: true,
+            budget: 4 << 20,
+            ..Default::default()
+        });
+        l.rig.behave(16, |_| Err(Errno::ENXIO));
+        let fh = l.k.open(my_tid(), RDWR);
+        let mut c = Cmd::new(
+            &[0x2a, 0, 0, 0, 0, 0, 0, 0x08, 0, 0],
+            SG_DXFER_TO_DEV,
+            1 << 20,
+        );
+        c.hdr.timeout = 60_000;
+        // A file holds a quarter (1 MiB): one 1 MiB WRITE waits for a path, the next
+        // is refused as sg refuses what it cannot allocate.
+        assert_eq!(write(&mut l, fh, &c).error, 0);
+        assert_eq!(write(&mut l, fh, &c).error, -libc::ENOMEM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while l.map.work.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(l.map.work.len(), 1, "the WRITE waits for a path");
+        assert_eq!(l.map.budget.used(), 1 << 20, "with its data-out charged");
+        // The path comes back: the command runs, its data-out is given back at once
+        // (before its completion is read).
+        l.rig.behave(16, crate::failover::testing::good);
+        l.rig.dm.set(16, true);
+        l.node.map_changed();
+        while l.map.budget.used() != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(l.map.budget.used(), 0);
+        let got = read_header(&mut l, fh, 0).unwrap();
+        assert_eq!((got.out.status, got.out.host_status), (0, 0));
+    }
+
+    #[test]
     fn poll_reports_and_wakes_on_completion() {
         let mut l = lab(LabOptions::default());
         let fh = l.k.open(my_tid(), RDWR);
@@ -509,6 +547,18 @@ mod tests {
             l.k.wakeups,
             vec![0x55],
             "a FUSE_NOTIFY_POLL for the kh polled"
+        );
+        // That poll found POLLIN ready, yet it re-armed: an edge-triggered epoll sleeps
+        // until the next completion and must hear of it.
+        assert_eq!(write(&mut l, fh, &Cmd::tur()).error, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while l.k.wakeups.len() < 2 && Instant::now() < deadline {
+            let _ = l.k.answered_within(0, Duration::from_millis(20));
+        }
+        assert_eq!(
+            l.k.wakeups,
+            vec![0x55, 0x55],
+            "woken again by the next completion"
         );
     }
 }

@@ -422,9 +422,11 @@ pub fn write_command(
             return reply.error(memory_errno(caller.tid, MemError::Unreachable))
         }
     };
-    // Reserved before the command runs: its completion keeps up to transfer_len bytes of
-    // data-in until read(). (Data-out is charged only if it has to be kept: `hold`.)
-    let held = if cmd.data_in_to_caller {
+    // Reserved before the command runs, as sg allocates the request's buffer in write():
+    // the completion keeps up to transfer_len bytes of data-in until read(), or the
+    // data-out is kept while the command waits for a path. A data-out reservation is
+    // given back as soon as the command has run (`complete_async`).
+    let held = if cmd.data_in_to_caller || cmd.data_out_from_caller {
         cmd.transfer_len
     } else {
         0
@@ -537,7 +539,8 @@ pub fn run(map: &Arc<MapState>, mut p: Pending, local: &mut WorkerLocal, source:
 /// Keeps `data` (data-out) for a command that waits, charged to the data budget.
 fn hold(map: &Arc<MapState>, p: &Pending, data: &[u8]) -> Result<Held, Errno> {
     let reservation = match &p.front {
-        // A write()'s reservation covers it already.
+        // A write()'s reservation, taken when it was written, covers it; SG_IO in the
+        // retry rounds reserves now.
         Front::Async(_) => None,
         _ => Some(
             map.budget
@@ -692,13 +695,15 @@ fn complete_async(
         Err(_) => (0, 0, Vec::new()),
     };
     ac.filled = true;
+    // Data-in stays charged until read(); a data-out reservation goes now.
+    let reservation = ac.reservation.take().filter(|_| cmd.data_in_to_caller);
     let done = Completed {
         abi: ac.abi,
         raw_header: ac.raw_header,
         command: cmd,
         outcome,
         data_in: kept,
-        reservation: ac.reservation.take(),
+        reservation,
     };
     let (ready, poll) = ac.file.complete(ac.id, duration, problem, done);
     for (reader, done) in ready {

@@ -41,8 +41,8 @@ pub struct AsyncCompletion {
     pub id: u64,
     pub abi: Abi,
     pub raw_header: [u8; Abi::Native.header_len()],
-    /// Budget for the data this command will hold (data-in until read, data-out while
-    /// it waits for a path).
+    /// Budget for the data this command may hold, taken in write(): data-in until
+    /// read(), or data-out while it waits for a path (given back once it has run).
     pub reservation: Option<Reservation>,
     pub filled: bool,
 }
