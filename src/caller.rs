@@ -133,19 +133,23 @@ impl BlockedSyscall {
     /// kernel queues it, possibly before the caller has gone to sleep waiting for the
     /// answer; until then the kernel shows "running" (task_current_syscall() can only
     /// read a task that is not running). So a "running" thread is asked again, for at
-    /// most about 10 ms: it is on its way to sleep in this very call.
+    /// most about 100 ms: it is on its way to sleep in this very call, unless preempted
+    /// on a busy host, where that takes a scheduler tick or a few.
     pub fn of(tid: Tid) -> Option<BlockedSyscall> {
         let tid = tid.visible()?;
         let path = format!("/proc/{tid}/syscall");
-        for attempt in 0..64 {
+        let start = std::time::Instant::now();
+        for attempt in 0.. {
             let line = std::fs::read_to_string(&path).ok()?;
             if !line.starts_with("running") {
                 return Self::parse(&line);
             }
             if attempt < 16 {
                 std::thread::yield_now();
-            } else {
+            } else if start.elapsed() < std::time::Duration::from_millis(100) {
                 std::thread::sleep(std::time::Duration::from_micros(200));
+            } else {
+                break;
             }
         }
         tracing::debug!(tid, "/proc/<tid>/syscall still says running");

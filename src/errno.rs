@@ -46,6 +46,15 @@ impl Errno {
     }
 }
 
+impl From<nix::errno::Errno> for Errno {
+    fn from(e: nix::errno::Errno) -> Errno {
+        match e as i32 {
+            raw if raw > 0 && raw < 512 => Errno::new(raw),
+            _ => Errno::EIO,
+        }
+    }
+}
+
 impl fmt::Debug for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", nix::errno::Errno::from_raw(self.get()))

@@ -277,7 +277,12 @@ impl Registry {
             }
             let p = self.maps.get_mut(name).expect("present");
             p.event_nr = d.event_nr;
+            // Read now, so that answers from the current snapshot (the limits ioctls)
+            // and the commands resumed below see the change.
             p.engine.mark_stale();
+            if let Err(e) = p.engine.refresh() {
+                tracing::warn!(map = %name, "cannot re-read the map: {e}");
+            }
             p.node.map_changed();
             tracing::debug!(map = %name, event = ?d.event_nr, "device-mapper event");
         }

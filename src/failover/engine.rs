@@ -8,29 +8,20 @@
 //! while waiting for a path, so paths that device-mapper or multipathd reinstate are used
 //! again at once.
 
+use super::openings::{OpenedPath, Openings, PathOpener};
 use super::policy::safe_to_repeat;
 use crate::clock::Coarse;
 use crate::dm::{DevT, DmControl, GroupState, Message, MultipathStatus, MultipathTable};
 use crate::errno::Errno;
-use crate::path::{PathCommand, PathInfo, PathIo};
+use crate::path::{PathCommand, PathError, PathInfo};
 use crate::scsi::classify::{classify_completion, classify_errno, host, Verdict};
 use crate::sg::header::Completion;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-/// Opens a path device: its sysfs facts and an executor. The daemon uses sysfs + sg; tests
-/// use fakes.
-pub type PathOpener = dyn Fn(DevT) -> io::Result<OpenedPath> + Send + Sync;
-
-/// A path device's sysfs facts and its executor.
-pub type OpenedPath = (PathInfo, Arc<dyn PathIo>);
-
-/// How long a path that could not be opened is left alone.
-const OPEN_RETRY: Duration = Duration::from_secs(1);
 
 /// SG_IO with timeout 0 gets the block layer's default (SCSI: 30 s); the wait for a path
 /// is bounded the same way.
@@ -153,19 +144,26 @@ pub struct Limits {
     pub representative: Option<PathInfo>,
 }
 
+/// How a re-read of the map opens the paths new to its table.
+#[derive(Clone, Copy)]
+enum Open {
+    Now,
+    InBackground,
+}
+
 pub struct Engine {
     map: String,
     dm: Arc<dyn DmControl>,
-    opener: Arc<PathOpener>,
+    openings: Arc<Openings>,
     snapshot: Mutex<Arc<Snapshot>>,
+    /// One re-read of the map at a time (device-mapper ioctls only: no path device is
+    /// opened under it after the first).
     refresh_lock: Mutex<()>,
-    opened: Mutex<HashMap<DevT, OpenedPath>>,
-    /// Paths that could not be opened, and when.
-    open_failed: Mutex<HashMap<DevT, Coarse>>,
     stats: Mutex<HashMap<DevT, Arc<PathStats>>>,
     rr: AtomicUsize,
-    /// Device-mapper reported an event for this map: re-read it before the next command.
-    stale: AtomicBool,
+    /// Device-mapper reported an event for this map, or a path finished opening: re-read
+    /// it before the next command.
+    stale: Arc<AtomicBool>,
     /// Set at shutdown: commands waiting for a path complete at once.
     closing: AtomicBool,
     pub refresh_interval: Duration,
@@ -178,10 +176,11 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(map: &str, dm: Arc<dyn DmControl>, opener: Arc<PathOpener>) -> io::Result<Engine> {
+        let stale = Arc::new(AtomicBool::new(false));
         let engine = Engine {
             map: map.to_string(),
             dm,
-            opener,
+            openings: Openings::new(map, opener, stale.clone()),
             snapshot: Mutex::new(Arc::new(Snapshot {
                 limits: Limits::default(),
                 groups: vec![],
@@ -190,17 +189,15 @@ impl Engine {
                 taken: Coarse::now(),
             })),
             refresh_lock: Mutex::new(()),
-            opened: Mutex::new(HashMap::new()),
-            open_failed: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),
-            stale: AtomicBool::new(false),
+            stale,
             closing: AtomicBool::new(false),
             refresh_interval: Duration::from_secs(1),
             queue_poll: Duration::from_secs(1),
             transition_poll: Duration::from_millis(50),
         };
-        engine.refresh()?;
+        engine.read_map(Open::Now)?;
         Ok(engine)
     }
 
@@ -219,8 +216,13 @@ impl Engine {
         self.closing.store(true, Ordering::Relaxed);
     }
 
-    /// Re-reads the map's table and status from device-mapper.
+    /// Re-reads the map's table and status from device-mapper. Paths new to the table
+    /// join a later snapshot, once opened in the background.
     pub fn refresh(&self) -> io::Result<Arc<Snapshot>> {
+        self.read_map(Open::InBackground)
+    }
+
+    fn read_map(&self, open: Open) -> io::Result<Arc<Snapshot>> {
         let _serial = self.refresh_lock.lock();
         // Any re-read answers the events before it (one after this point sets it again).
         self.stale.store(false, Ordering::Release);
@@ -242,7 +244,10 @@ impl Engine {
                 paths.push(Arc::new(PathEntry {
                     dev: p.dev,
                     stats,
-                    opened: self.open_path(p.dev),
+                    opened: match open {
+                        Open::Now => self.openings.open_now(p.dev),
+                        Open::InBackground => self.openings.get_or_start(p.dev),
+                    },
                     dm_active: p.active,
                     failed_here: AtomicBool::new(false),
                 }));
@@ -252,6 +257,8 @@ impl Engine {
                 paths,
             });
         }
+        self.openings
+            .retain(&table.paths().collect::<HashSet<DevT>>());
         let infos: Vec<&PathInfo> = groups
             .iter()
             .flat_map(|g| g.paths.iter())
@@ -272,31 +279,6 @@ impl Engine {
         });
         *self.snapshot.lock() = snap.clone();
         Ok(snap)
-    }
-
-    fn open_path(&self, dev: DevT) -> Option<OpenedPath> {
-        if let Some(p) = self.opened.lock().get(&dev) {
-            return Some(p.clone());
-        }
-        // A path that could not be opened is tried again a second later, not at every
-        // re-read of the map (each try touches sysfs and the devices).
-        if let Some(at) = self.open_failed.lock().get(&dev) {
-            if at.elapsed() < OPEN_RETRY {
-                return None;
-            }
-        }
-        match (self.opener)(dev) {
-            Ok(p) => {
-                self.open_failed.lock().remove(&dev);
-                self.opened.lock().insert(dev, p.clone());
-                Some(p)
-            }
-            Err(e) => {
-                tracing::warn!(map = %self.map, path = %dev, "path unusable: {e}");
-                self.open_failed.lock().insert(dev, Coarse::now());
-                None
-            }
-        }
     }
 
     /// The snapshot as it is, never re-read: for answers that must not wait for
@@ -374,6 +356,9 @@ impl Engine {
         };
         loop {
             let mut retry_later = false;
+            // A path the daemon could not send the command on (its own limits): not the
+            // path's fault, so not failed, but the command cannot wait for it either.
+            let mut local_error = None;
             let order = snap.order(self.rr.fetch_add(1, Ordering::Relaxed));
             for p in order.iter().map(|&(g, i)| &snap.groups[g].paths[i]) {
                 if !p.usable() || attempt.tried.contains(&p.dev) {
@@ -383,8 +368,24 @@ impl Engine {
                 let Some((info, io)) = &p.opened else {
                     continue;
                 };
+                if cmd.transfer_len > info.max_hw_transfer {
+                    // A path that joined the map after the command was checked against
+                    // the map's limits, and takes less: it cannot carry this one, which
+                    // is no fault of its own (sg refuses an oversized transfer with
+                    // EINVAL).
+                    local_error = Some(Errno::EINVAL);
+                    continue;
+                }
                 p.stats.commands.fetch_add(1, Ordering::Relaxed);
-                let result = io.execute(cmd);
+                let result = match io.execute(cmd) {
+                    Ok(c) => Ok(c),
+                    Err(PathError::Refused(e)) => Err(e),
+                    Err(PathError::Local(e)) => {
+                        tracing::warn!(map = %self.map, path = %p.name(), errno = %e, "cannot send a command on this path");
+                        local_error = Some(e);
+                        continue;
+                    }
+                };
                 let verdict = match &result {
                     Ok(c) => classify_completion(c.status, c.host_status, &c.sense),
                     Err(e) => classify_errno(*e),
@@ -430,11 +431,15 @@ impl Engine {
             if snap.usable().any(|p| !attempt.tried.contains(&p.dev)) {
                 continue;
             }
+            if let Some(e) = local_error.filter(|_| !retry_later) {
+                return Step::Done(Err(e));
+            }
             if retry_later || snap.queue_if_no_path {
                 // Each path gets another chance after the wait, bounded by the timeout.
                 attempt.tried.clear();
                 attempt.waits += 1;
-                attempt.parked_at = now;
+                // What this command last saw: a re-read by anyone after it is news.
+                attempt.parked_at = snap.taken;
                 let poll = if retry_later {
                     self.transition_poll
                 } else {
@@ -502,7 +507,7 @@ pub struct Attempt {
     tried: Vec<DevT>,
     /// Waits so far.
     pub waits: u32,
-    /// When the last wait began.
+    /// When the snapshot this command last tried was taken.
     parked_at: Coarse,
 }
 
@@ -544,7 +549,7 @@ pub enum Step {
 mod tests {
     use super::super::testing::*;
     use super::*;
-    use crate::sg::header::SenseBytes;
+    use crate::sg::header::{Direction, SenseBytes};
     use std::time::Instant;
 
     const TUR: [u8; 6] = [0; 6];
@@ -577,6 +582,75 @@ mod tests {
         // the failed path is skipped from now on
         r.run(&TUR, 1000).unwrap();
         assert_eq!((r.calls(0), r.calls(16)), (1, 2));
+    }
+
+    #[test]
+    fn a_path_the_daemon_cannot_use_is_skipped_not_failed() {
+        let r = rig(&[&[0, 16]], true);
+        r.behave_io(0, |_| Err(PathError::Local(Errno::new(libc::EMFILE))));
+        for _ in 0..4 {
+            r.run(&TUR, 1000).unwrap();
+        }
+        assert_eq!(r.calls(16), 4, "path 8:16 carries every command");
+        assert!(
+            r.dm.messages.lock().is_empty(),
+            "no path failed: {:?}",
+            r.dm.messages.lock()
+        );
+    }
+
+    #[test]
+    fn when_no_path_can_be_used_by_the_daemon_the_caller_gets_its_errno_at_once() {
+        // queue_if_no_path: a failed path would make the command wait; this must not.
+        let r = rig(&[&[0], &[16]], true);
+        for m in [0, 16] {
+            r.behave_io(m, |_| Err(PathError::Local(Errno::ENOMEM)));
+        }
+        let t = Instant::now();
+        assert_eq!(r.run(&TUR, 10_000).unwrap_err(), Errno::ENOMEM);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!((r.calls(0), r.calls(16)), (1, 1));
+        assert!(r.dm.messages.lock().is_empty());
+    }
+
+    #[test]
+    fn a_path_new_to_the_table_is_opened_in_the_background_and_joins_later() {
+        let r = rig(&[&[0, 16]], false);
+        let removed = {
+            let mut paths = r.dm.paths.lock();
+            let i = paths.iter().position(|p| p.1.minor == 16).unwrap();
+            paths.remove(i)
+        };
+        r.engine.refresh().unwrap();
+        r.dm.paths.lock().push(removed);
+        let snap = r.engine.refresh().unwrap();
+        let usable = |s: &Snapshot| s.usable().map(|p| p.dev.minor).collect::<Vec<_>>();
+        assert_eq!(usable(&snap), [0], "8:16 is being opened, not in line");
+        let t = Instant::now();
+        while usable(&r.engine.snapshot()) != [0, 16] {
+            assert!(t.elapsed() < Duration::from_secs(10), "8:16 never joined");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_path_that_takes_less_than_the_command_is_skipped_not_failed() {
+        // Path 8:0 takes 16 bytes less than 8:16 (see `rig`).
+        let r = rig(&[&[0, 16]], false);
+        for _ in 0..2 {
+            let mut cmd = PathCommand {
+                cdb: &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+                direction: Direction::FromDevice,
+                transfer_len: 4096 * 1024 + 8,
+                data: None,
+                timeout_ms: 1000,
+                flags: 0,
+                owner: 0,
+            };
+            r.engine.execute_blocking(&mut cmd).unwrap();
+        }
+        assert_eq!((r.calls(0), r.calls(16)), (0, 2));
+        assert!(r.dm.messages.lock().is_empty());
     }
 
     #[test]

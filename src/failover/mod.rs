@@ -2,8 +2,10 @@
 //! retry policy, queue_if_no_path.
 
 pub mod engine;
+pub mod openings;
 pub mod policy;
 #[cfg(test)]
 pub mod testing;
 
-pub use engine::{transport_disrupted, Attempt, Engine, Limits, PathOpener, Step};
+pub use engine::{transport_disrupted, Attempt, Engine, Limits, Step};
+pub use openings::{OpenedPath, PathOpener};

@@ -1,10 +1,11 @@
 //! Fakes for tests above the engine: device-mapper as the engine sees it (one map,
 //! groups of paths, messages) and paths whose behaviour a test sets per command.
 
-use super::engine::{Engine, PathOpener};
+use super::engine::Engine;
+use super::openings::PathOpener;
 use crate::dm::{DevT, DmControl, DmDevice, DmKind, Message};
 use crate::errno::Errno;
-use crate::path::{PathCommand, PathInfo, PathIo};
+use crate::path::{PathCommand, PathError, PathInfo, PathIo};
 use crate::sg::header::{Completion, Direction};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -102,7 +103,8 @@ impl DmControl for FakeDm {
     }
 }
 
-pub type Behaviour = Arc<dyn Fn(&mut PathCommand<'_>) -> Result<Completion, Errno> + Send + Sync>;
+pub type Behaviour =
+    Arc<dyn Fn(&mut PathCommand<'_>) -> Result<Completion, PathError> + Send + Sync>;
 
 pub struct FakePath {
     pub calls: AtomicUsize,
@@ -110,7 +112,7 @@ pub struct FakePath {
 }
 
 impl PathIo for FakePath {
-    fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
+    fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, PathError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         // Not called under the lock: a behaviour may block or panic.
         let b = self.behaviour.lock().clone();
@@ -137,7 +139,7 @@ pub fn rig(groups: &[&[u32]], queue: bool) -> Rig {
                 m,
                 Arc::new(FakePath {
                     calls: AtomicUsize::new(0),
-                    behaviour: Mutex::new(Arc::new(|c: &mut PathCommand<'_>| good(c.cdb))),
+                    behaviour: Mutex::new(Arc::new(|c: &mut PathCommand<'_>| Ok(good(c.cdb)?))),
                 }),
             );
         }
@@ -164,20 +166,21 @@ pub fn rig(groups: &[&[u32]], queue: bool) -> Rig {
 }
 
 impl Rig {
-    /// What path `minor` answers, from the CDB.
+    /// What path `minor` answers, from the CDB (an errno is the path's device refusing).
     pub fn behave(
         &self,
         minor: u32,
         f: impl Fn(&[u8]) -> Result<Completion, Errno> + Send + Sync + 'static,
     ) {
-        *self.paths[&minor].behaviour.lock() = Arc::new(move |c: &mut PathCommand<'_>| f(c.cdb));
+        *self.paths[&minor].behaviour.lock() =
+            Arc::new(move |c: &mut PathCommand<'_>| Ok(f(c.cdb)?));
     }
 
     /// What path `minor` does with the whole command (it may fill data-in).
     pub fn behave_io(
         &self,
         minor: u32,
-        f: impl Fn(&mut PathCommand<'_>) -> Result<Completion, Errno> + Send + Sync + 'static,
+        f: impl Fn(&mut PathCommand<'_>) -> Result<Completion, PathError> + Send + Sync + 'static,
     ) {
         *self.paths[&minor].behaviour.lock() = Arc::new(f);
     }

@@ -6,10 +6,9 @@ use crate::dm::DevT;
 use crate::errno::Errno;
 use crate::sg::abi::{
     ioctl::SG_IO, SgIoHdr64, INTERFACE_ID_V3, MAX_SENSE_LEN, SG_DXFER_FROM_DEV, SG_DXFER_NONE,
-    SG_DXFER_TO_DEV, SG_FLAG_MMAP_IO,
+    SG_DXFER_TO_DEV, SG_FLAG_MMAP_IO, SG_FLAG_NO_DXFER,
 };
 use crate::sg::header::{Completion, Direction, SenseBytes};
-use nix::sys::signal::{SigSet, SigmaskHow};
 use parking_lot::Mutex;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -17,6 +16,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use zerocopy::IntoBytes;
 
 /// One command for a path, in the daemon's memory.
 pub struct PathCommand<'a> {
@@ -35,9 +35,26 @@ pub struct PathCommand<'a> {
     pub owner: u64,
 }
 
-/// Where a command runs: the real sg node, or a fake in tests.
+/// Why a command got no SCSI result from a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// The path's device answered the command with an errno: SG_IO (or sg's write())
+    /// answers with one only before it issues the command.
+    Refused(Errno),
+    /// The daemon could not send it at all (no fd to spare, its own resources): nothing
+    /// reached the path, which is not at fault.
+    Local(Errno),
+}
+
+impl From<Errno> for PathError {
+    fn from(e: Errno) -> PathError {
+        PathError::Refused(e)
+    }
+}
+
+/// Where a command runs: the real path devices, or a fake in tests.
 pub trait PathIo: Send + Sync {
-    fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno>;
+    fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, PathError>;
 }
 
 /// What sysfs says about a path device.
@@ -185,6 +202,8 @@ pub struct ScsiPath {
     /// commands per fd (more gets EDOM), so each command in flight on the sg node borrows
     /// an fd of its own.
     sg_idle: Mutex<Vec<SgFd>>,
+    /// The path's SCSI address (host, channel, target, lun): what its sg node must be.
+    address: (i32, i32, i32, i32),
     /// What a timeout of 0 means on the sg node: the device's own (queue/io_timeout).
     default_timeout_ms: u32,
     pub routes: RouteStats,
@@ -192,8 +211,9 @@ pub struct ScsiPath {
 
 /// An sg fd of the daemon's. Its reserve buffer (one page: the daemon sets it so) keeps
 /// the data of the last small command between commands, and sg copies a read's whole
-/// bounce buffer back whatever the residual count: lent to another owner for a read that
-/// fits in it, the reserve is first reallocated, which zeroes it.
+/// bounce buffer back whatever the residual count (and sends it whole for a write
+/// without a caller buffer): lent to another owner for a command that fits in it, the
+/// reserve is first reallocated, which zeroes it.
 struct SgFd {
     file: File,
     last_owner: Option<u64>,
@@ -202,13 +222,32 @@ struct SgFd {
 const SG_RESERVE: i32 = 4096;
 
 impl SgFd {
-    fn open(node: &Path) -> Result<SgFd, Errno> {
+    /// Opens the path's sg node and checks that it is still this path's device (sg
+    /// minors are reused once a device goes away).
+    fn open(node: &Path, expect: (i32, i32, i32, i32)) -> Result<SgFd, Errno> {
+        // O_NONBLOCK for the open (sg_open would wait for an exclusive holder), then
+        // blocking, so that read() waits for the completion.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(node)
             .map_err(|e| Errno::from_io(&e))?;
+        let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_retain(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        let id = scsi_id(&file)?;
+        if (id.host_no, id.channel, id.scsi_id, id.lun) != expect {
+            tracing::warn!(
+                "{} is now {}:{}:{}:{}, not this path's device",
+                node.display(),
+                id.host_no,
+                id.channel,
+                id.scsi_id,
+                id.lun
+            );
+            return Err(Errno::ENODEV);
+        }
         set_reserved_size(&file, SG_RESERVE)?;
         Ok(SgFd {
             file,
@@ -216,13 +255,13 @@ impl SgFd {
         })
     }
 
-    /// Ready for a command of `owner` reading `len` bytes into the reserve.
-    fn prepare(&mut self, owner: u64, len: usize, reads: bool) -> Result<(), Errno> {
+    /// Ready for a command of `owner` moving `len` bytes.
+    fn prepare(&mut self, owner: u64, len: usize) -> Result<(), Errno> {
         let stale = self.last_owner.is_some_and(|o| o != owner);
-        if stale && reads && len <= SG_RESERVE as usize {
-            // A new size reallocates the reserve (zeroed pages); then back to one page.
-            set_reserved_size(&self.file, 2 * SG_RESERVE)?;
-            set_reserved_size(&self.file, SG_RESERVE)?;
+        if stale && len > 0 && len <= SG_RESERVE as usize {
+            // Any other size reallocates the reserve (zeroed pages); sg keeps at least a
+            // page, so it is one page again afterwards.
+            set_reserved_size(&self.file, 0)?;
         }
         self.last_owner = Some(owner);
         Ok(())
@@ -245,6 +284,23 @@ fn set_reserved_size(file: &File, size: i32) -> Result<(), Errno> {
     Ok(())
 }
 
+fn scsi_id(file: &File) -> Result<crate::sg::abi::SgScsiId, Errno> {
+    let mut id = crate::sg::abi::SgScsiId::default();
+    // SAFETY: SG_GET_SCSI_ID writes one sg_scsi_id_t (32 bytes, the size of `id`, a
+    // repr(C) mirror of it) at the pointer, alive for the synchronous call.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            crate::sg::abi::ioctl::SG_GET_SCSI_ID as _,
+            &mut id as *mut crate::sg::abi::SgScsiId,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::from_io(&io::Error::last_os_error()));
+    }
+    Ok(id)
+}
+
 impl ScsiPath {
     /// Opens the path's devices now, so that a failover to this path does not pay for an
     /// open in the middle of a command, and a path whose devices cannot be opened is found
@@ -263,11 +319,13 @@ impl ScsiPath {
                 None
             }
         };
-        let fd = SgFd::open(&info.sg_node)
+        let address = (info.host, info.channel, info.target, info.lun);
+        let fd = SgFd::open(&info.sg_node, address)
             .map_err(|e| io::Error::other(format!("open {}: {e}", info.sg_node.display())))?;
         Ok(ScsiPath {
             block,
             sg_node: info.sg_node.clone(),
+            address,
             sg_idle: Mutex::new(vec![fd]),
             default_timeout_ms: info.io_timeout_ms,
             routes: RouteStats::default(),
@@ -285,43 +343,77 @@ impl ScsiPath {
                 return Ok(f);
             }
         }
-        SgFd::open(&self.sg_node)
+        SgFd::open(&self.sg_node, self.address)
     }
 
-    fn on_sg(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
-        self.routes.sg.fetch_add(1, Ordering::Relaxed);
-        let mut fd = self.take_sg_fd(cmd.owner)?;
-        let reads = cmd.direction == Direction::FromDevice;
-        fd.prepare(cmd.owner, cmd.transfer_len, reads)?;
-        // sg's SG_IO waits interruptibly: a signal would end it with EINTR and orphan the
-        // command (it runs on, its result lost). Signals wait until it is done.
-        let mask = SigSet::all();
-        let mut old = SigSet::empty();
-        let _ =
-            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old));
-        let result = sg_io(&fd.file, cmd, cmd.timeout_ms);
-        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-        // An fd whose device went away is not worth keeping.
-        if !matches!(result, Err(e) if e == Errno::ENODEV) {
-            self.sg_idle.lock().push(fd);
+    /// The command on the sg node, through sg's write() and read() rather than SG_IO: a
+    /// signal (the daemon's own at shutdown, a stop or freeze of the process) ends a
+    /// read() that is simply asked again, where it would end SG_IO with the command
+    /// orphaned, its result lost, or restart it and send the command twice.
+    fn on_sg(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, PathError> {
+        let mut fd = match self.take_sg_fd(cmd.owner) {
+            Ok(fd) => fd,
+            Err(e) => return self.sg_unavailable(cmd, e),
+        };
+        if let Err(e) = fd.prepare(cmd.owner, cmd.transfer_len) {
+            return self.sg_unavailable(cmd, e);
         }
-        result
+        self.routes.sg.fetch_add(1, Ordering::Relaxed);
+        match sg_write_read(&fd.file, cmd, cmd.timeout_ms) {
+            Ok(c) => {
+                self.sg_idle.lock().push(fd);
+                Ok(c)
+            }
+            // Refused at write(): nothing is queued on the fd.
+            Err(SgStage::Write(e)) => {
+                self.sg_idle.lock().push(fd);
+                Err(PathError::Refused(e))
+            }
+            // The fd may still hold the command (a detaching device): a later read() on
+            // it could return that command's result for another, so it is closed.
+            Err(SgStage::Read(e)) => Err(PathError::Refused(e)),
+        }
+    }
+
+    /// No sg fd could be had for the command (the daemon's own limits, an exclusive
+    /// holder, the node reused): the block device takes it if it can, else nothing was
+    /// sent and the path is not at fault.
+    fn sg_unavailable(&self, cmd: &mut PathCommand<'_>, e: Errno) -> Result<Completion, PathError> {
+        // The node gone, or now another device's: the path's device is gone.
+        if e == Errno::ENODEV || e == Errno::ENXIO || e == Errno::ENOENT {
+            return Err(PathError::Refused(e));
+        }
+        match &self.block {
+            Some(block) if cmd.data.is_some() || cmd.direction == Direction::None => {
+                tracing::debug!(errno = %e, "no sg fd; sending the command on the block device");
+                self.on_block(block, cmd)
+            }
+            _ => Err(PathError::Local(e)),
+        }
+    }
+
+    fn on_block(&self, block: &File, cmd: &mut PathCommand<'_>) -> Result<Completion, PathError> {
+        // Timeout 0 means the device's own timeout on sg (the request keeps rq->timeout 0
+        // and the block layer applies the queue's); block-device SG_IO would take 60 s.
+        let timeout = match cmd.timeout_ms {
+            0 => self.default_timeout_ms.max(BLOCK_MIN_TIMEOUT_MS),
+            t => t,
+        };
+        self.routes.block.fetch_add(1, Ordering::Relaxed);
+        sg_ioctl(block, cmd, timeout).map_err(PathError::Refused)
     }
 }
 
 /// Opens a path's block device and checks that it is the device the map names (a name
 /// can be reused by another disk between the sysfs lookup and the open).
 fn open_block(node: &Path, dev: DevT) -> io::Result<File> {
-    // Opened O_NONBLOCK, so that the open does not wait for error handling on the path
-    // (sd_open), then made blocking, so that SG_IO does wait for it as sg's does
-    // (sd_ioctl judges O_NDELAY by the file's current flags).
+    // Blocking, as sg's own fd: SG_IO then waits for error handling on the path
+    // (sd_ioctl returns ENODEV at once for an O_NDELAY file). The open waits for it
+    // either way (sd_open).
     let f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .custom_flags(libc::O_CLOEXEC)
         .open(node)?;
-    let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
-    let flags = nix::fcntl::OFlag::from_bits_retain(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
     let st = nix::sys::stat::fstat(&f).map_err(io::Error::from)?;
     let rdev = (
         nix::sys::stat::major(st.st_rdev) as u32,
@@ -336,9 +428,12 @@ fn open_block(node: &Path, dev: DevT) -> io::Result<File> {
     Ok(f)
 }
 
-/// One SG_IO on `fd` (a sg node or a block device).
-fn sg_io(fd: &File, cmd: &mut PathCommand<'_>, timeout_ms: u32) -> Result<Completion, Errno> {
-    let mut sense = [0u8; MAX_SENSE_LEN];
+/// The sg_io_hdr for `cmd`, its sense landing in `sense`.
+fn header(
+    cmd: &mut PathCommand<'_>,
+    timeout_ms: u32,
+    sense: &mut [u8; MAX_SENSE_LEN],
+) -> SgIoHdr64 {
     let (dxferp, dir) = match (&mut cmd.data, cmd.direction) {
         (_, Direction::None) => (0u64, SG_DXFER_NONE),
         (Some(buf), Direction::ToDevice) => (buf.as_mut_ptr() as u64, SG_DXFER_TO_DEV),
@@ -352,7 +447,7 @@ fn sg_io(fd: &File, cmd: &mut PathCommand<'_>, timeout_ms: u32) -> Result<Comple
             "data buffer shorter than the transfer"
         );
     }
-    let mut hdr = SgIoHdr64 {
+    SgIoHdr64 {
         interface_id: INTERFACE_ID_V3,
         dxfer_direction: dir,
         cmd_len: cmd.cdb.len() as u8,
@@ -366,31 +461,87 @@ fn sg_io(fd: &File, cmd: &mut PathCommand<'_>, timeout_ms: u32) -> Result<Comple
         cmdp: cmd.cdb.as_ptr() as u64,
         sbp: sense.as_mut_ptr() as u64,
         timeout: timeout_ms,
-        flags: cmd.flags & !SG_FLAG_MMAP_IO,
+        // The daemon's buffer stands for the caller's: no mmap-ed transfer on the path,
+        // and no NO_DXFER (a no-op in mainline sg; where honoured, the daemon's buffer
+        // would go back to the caller unfilled).
+        flags: cmd.flags & !(SG_FLAG_MMAP_IO | SG_FLAG_NO_DXFER),
         ..Default::default()
-    };
-    // SAFETY: SG_IO reads `hdr` and writes its output fields; it reads cmd_len bytes at
-    // cmdp (the CDB slice), writes at most mx_sb_len (96) bytes at sbp (`sense`, 96
-    // bytes), and reads or writes dxfer_len bytes at dxferp, which is either NULL or a
-    // buffer of at least transfer_len bytes (asserted above), exclusively borrowed for
-    // the call. All of them outlive the synchronous ioctl.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), SG_IO as _, &mut hdr as *mut SgIoHdr64) };
-    if rc < 0 {
-        return Err(Errno::from_io(&io::Error::last_os_error()));
     }
+}
+
+fn completion(hdr: &SgIoHdr64, sense: &[u8; MAX_SENSE_LEN]) -> Completion {
     let sense_len = usize::from(hdr.out.sb_len_wr).min(MAX_SENSE_LEN);
-    Ok(Completion {
+    Completion {
         status: hdr.out.status,
         host_status: hdr.out.host_status,
         driver_status: hdr.out.driver_status,
         resid: hdr.out.resid,
         duration_ms: hdr.out.duration,
         sense: SenseBytes::from_slice(&sense[..sense_len]),
-    })
+    }
+}
+
+/// One SG_IO ioctl on `fd` (the block device: its wait is not interruptible).
+fn sg_ioctl(fd: &File, cmd: &mut PathCommand<'_>, timeout_ms: u32) -> Result<Completion, Errno> {
+    let mut sense = [0u8; MAX_SENSE_LEN];
+    let mut hdr = header(cmd, timeout_ms, &mut sense);
+    // SAFETY: SG_IO reads `hdr` and writes its output fields; it reads cmd_len bytes at
+    // cmdp (the CDB slice), writes at most mx_sb_len (96) bytes at sbp (`sense`, 96
+    // bytes), and reads or writes dxfer_len bytes at dxferp, which is either NULL or a
+    // buffer of at least transfer_len bytes (asserted in `header`), exclusively borrowed
+    // for the call. All of them outlive the synchronous ioctl.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), SG_IO as _, &mut hdr as *mut SgIoHdr64) };
+    if rc < 0 {
+        return Err(Errno::from_io(&io::Error::last_os_error()));
+    }
+    Ok(completion(&hdr, &sense))
+}
+
+/// One command through sg's asynchronous interface on `fd` (one of the daemon's sg fds,
+/// blocking, with no other command on it): write() queues it (sg reads the header, CDB
+/// and data-out then), read() waits for it (sg writes sense and data-in then), asked
+/// again if a signal ends the wait.
+fn sg_write_read(
+    fd: &File,
+    cmd: &mut PathCommand<'_>,
+    timeout_ms: u32,
+) -> Result<Completion, SgStage> {
+    let mut sense = [0u8; MAX_SENSE_LEN];
+    let mut hdr = header(cmd, timeout_ms, &mut sense);
+    // sg reads the pointers in `hdr` (CDB, sense, data: see `sg_ioctl`) during write()
+    // and read(); all of them outlive both calls, and `cmd.data` stays borrowed here.
+    loop {
+        match nix::unistd::write(fd, hdr.as_bytes()) {
+            Ok(n) if n == size_of::<SgIoHdr64>() => break,
+            Ok(_) => return Err(SgStage::Write(Errno::EIO)),
+            // sg's write() does not sleep interruptibly (its wait for error handling
+            // is not), and it refuses before it queues anything: asking again after an
+            // EINTR still sends the command once.
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(SgStage::Write(e.into())),
+        }
+    }
+    loop {
+        match nix::unistd::read(fd, hdr.as_mut_bytes()) {
+            Ok(n) if n == size_of::<SgIoHdr64>() => break,
+            Ok(_) => return Err(SgStage::Read(Errno::EIO)),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(SgStage::Read(e.into())),
+        }
+    }
+    Ok(completion(&hdr, &sense))
+}
+
+/// Where sg's asynchronous interface refused a command.
+enum SgStage {
+    /// Nothing was queued.
+    Write(Errno),
+    /// The command was queued; the fd may still hold it.
+    Read(Errno),
 }
 
 impl PathIo for ScsiPath {
-    fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, Errno> {
+    fn execute(&self, cmd: &mut PathCommand<'_>) -> Result<Completion, PathError> {
         // Without data the block device has nothing to save and its SG_IO path is the
         // longer one (sd_ioctl's checks, request mapping): measured in the lab, a TEST
         // UNIT READY between two processes takes 86 us there, 57 us on the sg node.
@@ -400,21 +551,15 @@ impl PathIo for ScsiPath {
         let Some(block) = self.block.as_ref().filter(|_| !needs_sg) else {
             return self.on_sg(cmd);
         };
-        // Timeout 0 means the device's own timeout on sg (the request keeps rq->timeout 0
-        // and the block layer applies the queue's); block-device SG_IO would take 60 s.
-        let timeout = match cmd.timeout_ms {
-            0 => self.default_timeout_ms.max(BLOCK_MIN_TIMEOUT_MS),
-            t => t,
-        };
-        match sg_io(block, cmd, timeout) {
-            Err(e) if e == Errno::EINVAL || e == Errno::ENOMEM || e == Errno::EPERM => {
+        match self.on_block(block, cmd) {
+            Err(PathError::Refused(e))
+                if e == Errno::EINVAL || e == Errno::ENOMEM || e == Errno::EPERM =>
+            {
                 tracing::debug!(errno = %e, "block device refused the command; sending it on the sg node");
+                self.routes.block.fetch_sub(1, Ordering::Relaxed);
                 self.on_sg(cmd)
             }
-            r => {
-                self.routes.block.fetch_add(1, Ordering::Relaxed);
-                r
-            }
+            r => r,
         }
     }
 }
