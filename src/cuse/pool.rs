@@ -417,8 +417,9 @@ impl<H: CuseHandler> Pool<H> {
         let mut buf = vec![0u8; REQUEST_BUFFER];
         // SIGUSR1 (sent at stop) ends a wait for a request with EINTR. It stays unblocked
         // while the thread works too (no two system calls per request to mask it): the
-        // work is not interruptible by it, except an SG_IO on a path's sg node, which sg
-        // would orphan, losing its result; the path layer masks signals around that one.
+        // work is not disturbed by it (SG_IO on a block device waits uninterruptibly; on
+        // a path's sg node the command goes through write() and read(), and a read()
+        // ended by the signal is asked again).
         let mut wake_signal = SigSet::empty();
         wake_signal.add(Signal::SIGUSR1);
         let _ = wake_signal.thread_unblock();
