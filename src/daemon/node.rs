@@ -410,6 +410,10 @@ mod tests {
             waiting.push(sg_io(&mut l, *f, c));
         }
         assert!(!l.k.answered_within(waiting[0], Duration::from_millis(200)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while l.map.work.len() < 16 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(l.map.work.len(), 16, "all parked");
         // Other requests are answered meanwhile.
         let u =
@@ -419,7 +423,10 @@ mod tests {
         let start = Instant::now();
         l.k.interrupt(waiting[0]);
         assert_eq!(l.k.reply(waiting[0]).ioctl_result(), -libc::EINTR);
-        assert!(start.elapsed() < Duration::from_millis(500));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not at its 60 s timeout"
+        );
         // The path comes back: the others complete, well before their timeout.
         l.rig.behave(16, crate::failover::testing::good);
         l.rig.dm.set(16, true);
@@ -540,6 +547,11 @@ mod tests {
         let outm = crate::sg::queue::POLLOUT | crate::sg::queue::POLLWRNORM;
         assert_eq!(l.k.reply(u).body[..4], outm.to_ne_bytes());
         assert_eq!(write(&mut l, fh, &Cmd::tur()).error, 0);
+        // write() is answered before its command runs: the completion wakes the poller.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while l.k.wakeups.is_empty() && Instant::now() < deadline {
+            let _ = l.k.answered_within(0, Duration::from_millis(20));
+        }
         let u = l.k.poll(my_tid(), fh, 0x55);
         let inm = crate::sg::queue::POLLIN | crate::sg::queue::POLLRDNORM;
         assert_eq!(l.k.reply(u).body[..4], (inm | outm).to_ne_bytes());

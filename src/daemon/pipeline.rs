@@ -625,6 +625,9 @@ fn finish(_map: &Arc<MapState>, p: Pending, result: Result<Completion, Errno>, d
             arg,
             _slot,
         } => {
+            // The request leaves the file's list before the caller hears of it (sg
+            // removes it before SG_IO returns): the caller may use the slot at once.
+            drop(_slot);
             let c = match result {
                 Ok(c) => c,
                 Err(e) => return reply.error(e),
@@ -641,6 +644,7 @@ fn finish(_map: &Arc<MapState>, p: Pending, result: Result<Completion, Errno>, d
             sense_in,
             _slot,
         } => {
+            drop(_slot);
             let c = match result {
                 Ok(c) => c,
                 Err(e) => return reply.error(e),

@@ -16,19 +16,22 @@ use std::sync::Arc;
 pub enum Front {
     /// SG_IO in one round: results written to the caller's memory, then the ioctl answered.
     Direct {
+        /// Declared before `reply`, so dropped first (fields drop in order): a reply
+        /// dropped unanswered (EIO) finds the slot given back already.
+        _slot: RequestSlot,
         reply: IoctlReply,
         memory: ProcessMemory,
         tid: Tid,
         abi: Abi,
         arg: u64,
-        _slot: RequestSlot,
     },
     /// SG_IO in CUSE's retry rounds: the results travel in the reply; the caller's sense
     /// bytes past what sg writes go back unchanged.
     Rounds {
+        /// Before `reply`, as above.
+        _slot: RequestSlot,
         reply: IoctlReply,
         sense_in: SenseBytes,
-        _slot: RequestSlot,
     },
     /// write(): the completion waits in the file's request list for read().
     Async(AsyncCompletion),
@@ -136,14 +139,19 @@ impl Work {
                 drop(slot);
                 reply.error(Errno::EINTR);
             }
-            Work::Command(p) => match p.front {
-                Front::Direct { reply, .. } | Front::Rounds { reply, .. } => {
-                    reply.error(Errno::EINTR)
+            Work::Command(p) => {
+                let Pending { front, .. } = *p;
+                match front {
+                    Front::Direct { reply, _slot, .. } | Front::Rounds { reply, _slot, .. } => {
+                        // The slot first: once answered, the caller may use it again.
+                        drop(_slot);
+                        reply.error(Errno::EINTR)
+                    }
+                    // A write()'s command is parked without a request to name it, so no
+                    // interrupt finds it; dropped anyway, its completion would read EIO.
+                    Front::Async(_) => {}
                 }
-                // A write()'s command is parked without a request to name it, so no
-                // interrupt finds it; dropped anyway, its completion would read EIO.
-                Front::Async(_) => {}
-            },
+            }
         }
     }
 }

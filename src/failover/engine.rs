@@ -14,7 +14,7 @@ use crate::clock::Coarse;
 use crate::dm::{DevT, DmControl, GroupState, Message, MultipathStatus, MultipathTable};
 use crate::errno::Errno;
 use crate::path::{PathCommand, PathError, PathInfo};
-use crate::scsi::classify::{classify_completion, classify_errno, host, Verdict};
+use crate::scsi::classify::{classify_completion, classify_errno, classify_lost, host, Verdict};
 use crate::sg::header::Completion;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -377,18 +377,18 @@ impl Engine {
                     continue;
                 }
                 p.stats.commands.fetch_add(1, Ordering::Relaxed);
-                let result = match io.execute(cmd) {
-                    Ok(c) => Ok(c),
-                    Err(PathError::Refused(e)) => Err(e),
+                let (result, verdict) = match io.execute(cmd) {
+                    Ok(c) => (
+                        Ok(c),
+                        classify_completion(c.status, c.host_status, &c.sense),
+                    ),
+                    Err(PathError::Refused(e)) => (Err(e), classify_errno(e)),
+                    Err(PathError::Lost(e)) => (Err(e), classify_lost(e)),
                     Err(PathError::Local(e)) => {
                         tracing::warn!(map = %self.map, path = %p.name(), errno = %e, "cannot send a command on this path");
                         local_error = Some(e);
                         continue;
                     }
-                };
-                let verdict = match &result {
-                    Ok(c) => classify_completion(c.status, c.host_status, &c.sense),
-                    Err(e) => classify_errno(*e),
                 };
                 match verdict {
                     Verdict::Complete => return Step::Done(attempt.stamp(result)),
@@ -651,6 +651,20 @@ mod tests {
         }
         assert_eq!((r.calls(0), r.calls(16)), (0, 2));
         assert!(r.dm.messages.lock().is_empty());
+    }
+
+    #[test]
+    fn a_result_lost_after_sending_counts_as_maybe_executed() {
+        let r = rig(&[&[0], &[16]], false);
+        r.behave_io(0, |_| Err(PathError::Lost(Errno::ENODEV)));
+        assert_eq!(
+            r.run(&PR_OUT, 1000).unwrap_err(),
+            Errno::ENODEV,
+            "a PERSISTENT RESERVE OUT that may have run is not sent again"
+        );
+        assert_eq!(r.calls(16), 0);
+        r.run(&TUR, 1000).unwrap();
+        assert_eq!(r.calls(16), 1, "a TEST UNIT READY moves on");
     }
 
     #[test]

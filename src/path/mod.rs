@@ -44,6 +44,9 @@ pub enum PathError {
     /// The daemon could not send it at all (no fd to spare, its own resources): nothing
     /// reached the path, which is not at fault.
     Local(Errno),
+    /// Sent, and its result lost (sg's read() failed: the device is going away). The LU
+    /// may have run it.
+    Lost(Errno),
 }
 
 impl From<Errno> for PathError {
@@ -371,7 +374,7 @@ impl ScsiPath {
             }
             // The fd may still hold the command (a detaching device): a later read() on
             // it could return that command's result for another, so it is closed.
-            Err(SgStage::Read(e)) => Err(PathError::Refused(e)),
+            Err(SgStage::Read(e)) => Err(PathError::Lost(e)),
         }
     }
 

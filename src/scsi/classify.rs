@@ -47,16 +47,22 @@ pub fn classify_errno(e: Errno) -> Verdict {
         | libc::ENOMEM
         | libc::EDOM
         | libc::EACCES => CallerError(e),
-        // SG_IO returns an errno only before the command is issued, on the sg node as on
-        // the block device (sg_ioctl_common, sg_new_write, sg_io in scsi_ioctl.c): once
-        // issued, the outcome is in the status bytes; the only later errnos are copy
-        // faults (EFAULT, above) and a signal, which the daemon's workers block.
+        // SG_IO on the block device, and sg's write(), return an errno only before the
+        // command is issued (sg_io in scsi_ioctl.c, sg_new_write): once issued, the
+        // outcome is in the status bytes. (An errno from sg's read(), after the command
+        // was sent, is not classified here: see `classify_lost`.)
         // Device offline (ENXIO from sg, ENODEV from the block device), gone, or blocked.
         libc::ENXIO => path("device offline (ENXIO)", false),
         libc::ENODEV => path("device offline or gone (ENODEV)", false),
         libc::EIO => path("I/O error (EIO)", false),
         _ => path("unexpected errno from SG_IO", true),
     }
+}
+
+/// The command was sent on a path's sg node, and its read() failed (ENODEV: the device
+/// is going away): the LU may have run it, its result is lost.
+pub fn classify_lost(_: Errno) -> Verdict {
+    path("result lost: the path's device went away", true)
 }
 
 /// Host byte values (`include/scsi/scsi_status.h`).
