@@ -116,6 +116,12 @@ fn publish(
         shared.timer.clone(),
     ));
     let node = Arc::new(MapNode::new(map.clone()));
+    let waiting = Arc::downgrade(&node);
+    engine.on_path_opened(Box::new(move || {
+        if let Some(node) = waiting.upgrade() {
+            node.map_changed();
+        }
+    }));
     let spec = DeviceSpec {
         devname: format!("{DEV_DIR}/{}", d.name),
         major,

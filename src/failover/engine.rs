@@ -41,8 +41,11 @@ pub struct PathStats {
 pub struct PathEntry {
     pub dev: DevT,
     pub stats: Arc<PathStats>,
-    /// None when the device cannot be used (no SCSI device or sg node behind it).
+    /// None when the device cannot be used (no SCSI device or sg node behind it), or is
+    /// still being opened.
     pub opened: Option<OpenedPath>,
+    /// Being opened in the background when the snapshot was taken.
+    pub opening: bool,
     /// State in device-mapper's status when the snapshot was taken.
     pub dm_active: bool,
     /// Failed by this daemon since the snapshot was taken.
@@ -205,6 +208,12 @@ impl Engine {
         &self.map
     }
 
+    /// Sets what is called when a path new to the map has been opened (once): commands
+    /// waiting for a path should try again.
+    pub fn on_path_opened(&self, f: Box<dyn Fn() + Send + Sync>) {
+        self.openings.on_opened(f);
+    }
+
     /// The map changed in device-mapper (table reloaded, a path failed or reinstated by
     /// someone else): the next command re-reads it first.
     pub fn mark_stale(&self) {
@@ -236,18 +245,22 @@ impl Engine {
             .status(&self.map)?
             .parse()
             .map_err(|e| io::Error::other(format!("map {}: {e}", self.map)))?;
+        self.openings
+            .set_table(table.paths().collect::<HashSet<DevT>>());
         let mut groups = Vec::with_capacity(status.groups.len());
         for g in &status.groups {
             let mut paths = Vec::with_capacity(g.paths.len());
             for p in &g.paths {
                 let stats = self.stats.lock().entry(p.dev).or_default().clone();
+                let opened = match open {
+                    Open::Now => self.openings.open_now(p.dev),
+                    Open::InBackground => self.openings.get_or_start(p.dev),
+                };
                 paths.push(Arc::new(PathEntry {
                     dev: p.dev,
                     stats,
-                    opened: match open {
-                        Open::Now => self.openings.open_now(p.dev),
-                        Open::InBackground => self.openings.get_or_start(p.dev),
-                    },
+                    opening: opened.is_none() && self.openings.is_pending(p.dev),
+                    opened,
                     dm_active: p.active,
                     failed_here: AtomicBool::new(false),
                 }));
@@ -257,18 +270,22 @@ impl Engine {
                 paths,
             });
         }
-        self.openings
-            .retain(&table.paths().collect::<HashSet<DevT>>());
         let infos: Vec<&PathInfo> = groups
             .iter()
             .flat_map(|g| g.paths.iter())
             .filter_map(|p| p.opened.as_ref().map(|o| &o.0))
             .collect();
-        let limits = Limits {
-            max_transfer: infos.iter().map(|i| i.max_transfer).min().unwrap_or(0),
-            max_hw_transfer: infos.iter().map(|i| i.max_hw_transfer).min().unwrap_or(0),
-            max_segments: infos.iter().map(|i| i.max_segments).min().unwrap_or(0),
-            representative: infos.first().map(|i| (*i).clone()),
+        let limits = if infos.is_empty() {
+            // No path open (all of them being opened after a reload, or none usable): the
+            // node goes on advertising what it did, rather than 0.
+            self.snapshot.lock().limits.clone()
+        } else {
+            Limits {
+                max_transfer: infos.iter().map(|i| i.max_transfer).min().unwrap_or(0),
+                max_hw_transfer: infos.iter().map(|i| i.max_hw_transfer).min().unwrap_or(0),
+                max_segments: infos.iter().map(|i| i.max_segments).min().unwrap_or(0),
+                representative: infos.first().map(|i| (*i).clone()),
+            }
         };
         let snap = Arc::new(Snapshot {
             limits,
@@ -357,10 +374,17 @@ impl Engine {
         loop {
             let mut retry_later = false;
             // A path the daemon could not send the command on (its own limits): not the
-            // path's fault, so not failed, but the command cannot wait for it either.
+            // path's fault, so not failed; if no path failed either, waiting would not
+            // help and the caller gets the errno at once.
             let mut local_error = None;
+            let mut path_failed = false;
             let order = snap.order(self.rr.fetch_add(1, Ordering::Relaxed));
             for p in order.iter().map(|&(g, i)| &snap.groups[g].paths[i]) {
+                if p.opening && p.dm_active {
+                    // Usable in a moment, maybe: worth a short wait, as for a transition.
+                    retry_later = true;
+                    continue;
+                }
                 if !p.usable() || attempt.tried.contains(&p.dev) {
                     continue;
                 }
@@ -386,7 +410,11 @@ impl Engine {
                     Err(PathError::Lost(e)) => (Err(e), classify_lost(e)),
                     Err(PathError::Local(e)) => {
                         tracing::warn!(map = %self.map, path = %p.name(), errno = %e, "cannot send a command on this path");
-                        local_error = Some(e);
+                        match local_errno(e) {
+                            Some(e) => local_error = Some(e),
+                            // Held by another process for now: worth a short wait.
+                            None => retry_later = true,
+                        }
                         continue;
                     }
                 };
@@ -397,6 +425,7 @@ impl Engine {
                         reason,
                         maybe_executed,
                     } => {
+                        path_failed = true;
                         self.fail_path(p, cmd.cdb, reason);
                         if maybe_executed && !safe_to_repeat(cmd.cdb, info.scsi_type) {
                             tracing::warn!(
@@ -431,7 +460,7 @@ impl Engine {
             if snap.usable().any(|p| !attempt.tried.contains(&p.dev)) {
                 continue;
             }
-            if let Some(e) = local_error.filter(|_| !retry_later) {
+            if let Some(e) = local_error.filter(|_| !retry_later && !path_failed) {
                 return Step::Done(Err(e));
             }
             if retry_later || snap.queue_if_no_path {
@@ -485,6 +514,21 @@ impl Engine {
     /// Whether the snapshot was taken after `t` and no event came since.
     fn fresher_than(&self, t: Coarse) -> bool {
         self.current().taken > t && !self.stale.load(Ordering::Acquire)
+    }
+}
+
+/// What the caller gets when the daemon could not send its command (`PathError::Local`):
+/// errnos sg answers for its own shortages. None: wait a little (another process holds
+/// the path's sg node open O_EXCL).
+fn local_errno(e: Errno) -> Option<Errno> {
+    match e.get() {
+        libc::EBUSY => None,
+        // An oversized transfer, as sg refuses it.
+        libc::EINVAL => Some(Errno::EINVAL),
+        // No fd, no memory: sg answers ENOMEM when it cannot allocate a request.
+        libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN => Some(Errno::ENOMEM),
+        // Anything else (the sg node not openable for the daemon): an I/O error.
+        _ => Some(Errno::EIO),
     }
 }
 
@@ -665,6 +709,83 @@ mod tests {
         assert_eq!(r.calls(16), 0);
         r.run(&TUR, 1000).unwrap();
         assert_eq!(r.calls(16), 1, "a TEST UNIT READY moves on");
+    }
+
+    #[test]
+    fn a_transfer_no_path_can_take_is_einval_at_once() {
+        let r = rig(&[&[0]], true);
+        let mut cmd = PathCommand {
+            cdb: &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+            direction: Direction::FromDevice,
+            transfer_len: 8 << 20,
+            data: None,
+            timeout_ms: 10_000,
+            flags: 0,
+            owner: 0,
+        };
+        let t = Instant::now();
+        assert_eq!(
+            r.engine.execute_blocking(&mut cmd).unwrap_err(),
+            Errno::EINVAL
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "not a wait for a path"
+        );
+        assert_eq!(r.calls(0), 0);
+    }
+
+    #[test]
+    fn a_shortage_on_one_path_and_a_failure_on_the_other_is_a_wait_for_a_path() {
+        // queue_if_no_path: the failed path's outage is what the caller waits out.
+        let r = rig(&[&[0], &[16]], true);
+        r.behave_io(0, |_| Err(PathError::Local(Errno::new(libc::EMFILE))));
+        r.behave(16, |_| Err(Errno::ENXIO));
+        let mut attempt = Attempt::new(10_000);
+        let mut cmd = PathCommand {
+            cdb: &TUR,
+            direction: Direction::None,
+            transfer_len: 0,
+            data: None,
+            timeout_ms: 10_000,
+            flags: 0,
+            owner: 0,
+        };
+        assert!(matches!(
+            r.engine.execute(&mut cmd, &mut attempt),
+            Step::Wait { .. }
+        ));
+        // Next round: the failed path is not usable, the shortage remains: ENOMEM.
+        assert!(matches!(
+            r.engine.execute(&mut cmd, &mut attempt),
+            Step::Done(Err(e)) if e == Errno::ENOMEM
+        ));
+    }
+
+    #[test]
+    fn an_sg_node_held_exclusively_elsewhere_is_waited_for() {
+        let r = rig(&[&[0]], false);
+        r.behave_io(0, |_| Err(PathError::Local(Errno::EBUSY)));
+        let mut attempt = Attempt::new(10_000);
+        let mut cmd = PathCommand {
+            cdb: &TUR,
+            direction: Direction::None,
+            transfer_len: 0,
+            data: None,
+            timeout_ms: 10_000,
+            flags: 0,
+            owner: 0,
+        };
+        assert!(matches!(
+            r.engine.execute(&mut cmd, &mut attempt),
+            Step::Wait { .. }
+        ));
+        r.behave(0, good);
+        assert!(matches!(
+            r.engine.execute(&mut cmd, &mut attempt),
+            Step::Done(Ok(_))
+        ));
+        assert!(r.dm.messages.lock().is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Opens a path device: its sysfs facts and an executor. The daemon uses sysfs + sg; tests
@@ -32,6 +32,9 @@ pub struct Openings {
     /// Set when a background open ends: the map's snapshot is re-read before the next
     /// command (the engine's "stale" flag).
     changed: Arc<AtomicBool>,
+    /// Called when a background open ends with the path usable: commands waiting for a
+    /// path try again.
+    on_opened: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -41,6 +44,9 @@ struct State {
     failed: HashMap<DevT, Coarse>,
     /// Opens under way.
     pending: HashSet<DevT>,
+    /// The devices of the map's table as last read: a background open of a device that
+    /// left it meanwhile is not kept.
+    in_table: HashSet<DevT>,
 }
 
 impl Openings {
@@ -50,7 +56,18 @@ impl Openings {
             opener,
             state: Mutex::new(State::default()),
             changed,
+            on_opened: OnceLock::new(),
         })
+    }
+
+    /// Sets what is called when a background open makes a path usable (once).
+    pub fn on_opened(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_opened.set(f);
+    }
+
+    /// Whether an open of `dev` is under way.
+    pub fn is_pending(&self, dev: DevT) -> bool {
+        self.state.lock().pending.contains(&dev)
     }
 
     /// The path opened now, on the calling thread, unless it is open already or failed
@@ -70,7 +87,7 @@ impl Openings {
             }
         }
         let result = (self.opener)(dev);
-        self.finish(dev, result)
+        self.finish(dev, result, false)
     }
 
     /// The path if it is open; otherwise None, and an open starts in the background
@@ -96,9 +113,11 @@ impl Openings {
             .name(format!("open {dev}"))
             .spawn(move || {
                 let result = (this.opener)(dev);
-                this.state.lock().pending.remove(&dev);
-                if this.finish(dev, result).is_some() {
+                if this.finish(dev, result, true).is_some() {
                     this.changed.store(true, Ordering::Release);
+                    if let Some(f) = this.on_opened.get() {
+                        f();
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -110,8 +129,22 @@ impl Openings {
         None
     }
 
-    fn finish(&self, dev: DevT, result: io::Result<OpenedPath>) -> Option<OpenedPath> {
+    /// Records an open's result (and the end of a background one, under the same lock: a
+    /// look in between would start a second open).
+    fn finish(
+        &self,
+        dev: DevT,
+        result: io::Result<OpenedPath>,
+        background: bool,
+    ) -> Option<OpenedPath> {
         let mut st = self.state.lock();
+        if background {
+            st.pending.remove(&dev);
+            if !st.in_table.contains(&dev) {
+                // Gone from the map while it was opened: its devices close here.
+                return None;
+            }
+        }
         match result {
             Ok(p) => {
                 st.failed.remove(&dev);
@@ -126,17 +159,19 @@ impl Openings {
         }
     }
 
-    /// Forgets the paths no longer in the map's table: their devices close when the
-    /// last snapshot naming them goes.
-    pub fn retain(&self, in_table: &HashSet<DevT>) {
+    /// The devices of the map's table, read before its paths are looked up: forgets the
+    /// paths no longer in it (their devices close when the last snapshot naming them
+    /// goes).
+    pub fn set_table(&self, in_table: HashSet<DevT>) {
         let mut st = self.state.lock();
         st.opened.retain(|d, _| in_table.contains(d));
         st.failed.retain(|d, _| in_table.contains(d));
+        st.in_table = in_table;
     }
 
     /// Opens under way (tests).
     #[cfg(test)]
-    pub fn pending(&self) -> usize {
+    fn pending(&self) -> usize {
         self.state.lock().pending.len()
     }
 }
@@ -171,6 +206,10 @@ mod tests {
         });
         let changed = Arc::new(AtomicBool::new(false));
         let o = Openings::new("m", opener, changed.clone());
+        let woken = Arc::new(AtomicBool::new(false));
+        let w = woken.clone();
+        o.on_opened(Box::new(move || w.store(true, Ordering::Release)));
+        o.set_table(HashSet::from([dev(0)]));
         assert!(o.get_or_start(dev(0)).is_none());
         assert!(
             o.get_or_start(dev(0)).is_none(),
@@ -188,6 +227,35 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(o.get_or_start(dev(0)).is_some());
+        assert!(woken.load(Ordering::Acquire), "waiting commands were told");
+    }
+
+    #[test]
+    fn a_path_that_left_the_table_while_it_was_opened_is_not_kept() {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let opener: Arc<PathOpener> = Arc::new(move |_| {
+            release_rx.lock().recv().unwrap();
+            Ok((PathInfo::default(), Arc::new(Nothing) as Arc<dyn PathIo>))
+        });
+        let changed = Arc::new(AtomicBool::new(false));
+        let o = Openings::new("m", opener, changed.clone());
+        o.set_table(HashSet::from([dev(0)]));
+        assert!(o.get_or_start(dev(0)).is_none());
+        o.set_table(HashSet::new());
+        release_tx.send(()).unwrap();
+        let t = std::time::Instant::now();
+        while o.is_pending(dev(0)) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the open never ended"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!changed.load(Ordering::Acquire));
+        o.set_table(HashSet::from([dev(0)]));
+        assert!(o.get_or_start(dev(0)).is_none(), "opened again, not kept");
+        release_tx.send(()).unwrap();
     }
 
     #[test]
@@ -207,7 +275,7 @@ mod tests {
             1,
             "no retry within the second"
         );
-        o.retain(&HashSet::new());
+        o.set_table(HashSet::new());
         assert!(o.open_now(dev(0)).is_none());
         assert_eq!(
             calls.load(Ordering::Relaxed),

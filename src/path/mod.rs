@@ -1,12 +1,13 @@
-//! One path of a map: its SCSI device found through sysfs, and SG_IO issued on its block
-//! device (the data mapped, no bounce copy) or its sg node. The only `unsafe` here is the
-//! SG_IO ioctl itself.
+//! One path of a map: its SCSI device found through sysfs, and each command sent with
+//! SG_IO on its block device (the data mapped, no bounce copy) or with write() and read()
+//! on its sg node. The only `unsafe` here are the ioctls: SG_IO, and sg's
+//! SG_GET_SCSI_ID, SG_SET_RESERVED_SIZE and SG_GET_RESERVED_SIZE on the daemon's sg fds.
 
 use crate::dm::DevT;
 use crate::errno::Errno;
 use crate::sg::abi::{
     ioctl::SG_IO, SgIoHdr64, INTERFACE_ID_V3, MAX_SENSE_LEN, SG_DXFER_FROM_DEV, SG_DXFER_NONE,
-    SG_DXFER_TO_DEV, SG_FLAG_MMAP_IO, SG_FLAG_NO_DXFER,
+    SG_DXFER_TO_DEV, SG_FLAG_DIRECT_IO, SG_FLAG_MMAP_IO, SG_FLAG_NO_DXFER,
 };
 use crate::sg::header::{Completion, Direction, SenseBytes};
 use parking_lot::Mutex;
@@ -44,7 +45,7 @@ pub enum PathError {
     /// The daemon could not send it at all (no fd to spare, its own resources): nothing
     /// reached the path, which is not at fault.
     Local(Errno),
-    /// Sent, and its result lost (sg's read() failed: the device is going away). The LU
+    /// Sent, and its result lost (sg's read() failed after write() queued it). The LU
     /// may have run it.
     Lost(Errno),
 }
@@ -201,9 +202,10 @@ pub struct ScsiPath {
     /// handling to finish, as sg's does. SG_IO on it is reentrant: one fd for all.
     block: Option<File>,
     sg_node: PathBuf,
-    /// Idle sg fds, each with the owner of its last command: sg allows 16 outstanding
-    /// commands per fd (more gets EDOM), so each command in flight on the sg node borrows
-    /// an fd of its own.
+    /// Idle sg fds (at most `MAX_IDLE_SG_FDS`): each command in flight on the sg node
+    /// borrows an fd of its own, so that read() returns that command's result and no
+    /// other. How many are in flight at once is bounded by the node's threads, which
+    /// wait for them.
     sg_idle: Mutex<Vec<SgFd>>,
     /// The path's SCSI address (host, channel, target, lun): what its sg node must be.
     address: (i32, i32, i32, i32),
@@ -212,17 +214,54 @@ pub struct ScsiPath {
     pub routes: RouteStats,
 }
 
-/// An sg fd of the daemon's. Its reserve buffer (one page: the daemon sets it so) keeps
-/// the data of the last small command between commands, and sg copies a read's whole
-/// bounce buffer back whatever the residual count (and sends it whole for a write
-/// without a caller buffer): lent to another owner for a command that fits in it, the
-/// reserve is first reallocated, which zeroes it.
+/// An sg fd of the daemon's, one command at a time.
 struct SgFd {
     file: File,
-    last_owner: Option<u64>,
+    reserve: ReserveContents,
 }
 
+/// What the daemon asks for an sg fd's reserve buffer: the smallest sg keeps (a page).
 const SG_RESERVE: i32 = 4096;
+
+/// Idle sg fds kept per path; more are closed when their command ends.
+const MAX_IDLE_SG_FDS: usize = 4;
+
+/// Whose data an sg fd's reserve buffer may hold. sg lends the reserve to a command whose
+/// transfer fits in it (sg_link_reserve) and never clears it between commands; it copies
+/// the whole bounce buffer back to a read whatever the residual count, and sends it whole
+/// for a write without a caller buffer. A larger command gets fresh zeroed pages
+/// (sg_build_indirect), a command without data none. So before a command of another
+/// owner that fits in the reserve, the reserve is reallocated, which zeroes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ReserveContents {
+    /// The reserve's size as sg reports it (a page of the running kernel at least).
+    len: usize,
+    /// The owner of the last command that used it, if any.
+    owner: Option<u64>,
+}
+
+impl ReserveContents {
+    fn fresh(len: usize) -> ReserveContents {
+        ReserveContents { len, owner: None }
+    }
+
+    fn used_by(len: usize, transfer_len: usize) -> bool {
+        transfer_len > 0 && transfer_len <= len
+    }
+
+    /// Whether a command of `owner` moving `transfer_len` bytes must find the reserve
+    /// scrubbed first.
+    fn needs_scrub(&self, owner: u64, transfer_len: usize) -> bool {
+        Self::used_by(self.len, transfer_len) && self.owner.is_some_and(|o| o != owner)
+    }
+
+    /// The command is about to run (after a scrub, if one was needed).
+    fn lend(&mut self, owner: u64, transfer_len: usize) {
+        if Self::used_by(self.len, transfer_len) {
+            self.owner = Some(owner);
+        }
+    }
+}
 
 impl SgFd {
     /// Opens the path's sg node and checks that it is still this path's device (sg
@@ -251,24 +290,45 @@ impl SgFd {
             );
             return Err(Errno::ENODEV);
         }
+        // sg_open gave it a reserve of up to 32 KiB (sg_big_buff) with nobody's data in
+        // it yet; one page is enough for the small commands that use it.
         set_reserved_size(&file, SG_RESERVE)?;
+        let len = reserved_size(&file)?;
         Ok(SgFd {
             file,
-            last_owner: None,
+            reserve: ReserveContents::fresh(len),
         })
     }
 
     /// Ready for a command of `owner` moving `len` bytes.
     fn prepare(&mut self, owner: u64, len: usize) -> Result<(), Errno> {
-        let stale = self.last_owner.is_some_and(|o| o != owner);
-        if stale && len > 0 && len <= SG_RESERVE as usize {
-            // Any other size reallocates the reserve (zeroed pages); sg keeps at least a
-            // page, so it is one page again afterwards.
+        if self.reserve.needs_scrub(owner, len) {
+            // Any size other than the current one reallocates the reserve (zeroed
+            // pages, sg_remove_scat + sg_build_reserve); sg keeps at least a page, so 0
+            // always differs.
             set_reserved_size(&self.file, 0)?;
+            self.reserve = ReserveContents::fresh(reserved_size(&self.file)?);
         }
-        self.last_owner = Some(owner);
+        self.reserve.lend(owner, len);
         Ok(())
     }
+}
+
+fn reserved_size(file: &File) -> Result<usize, Errno> {
+    let mut size: i32 = 0;
+    // SAFETY: SG_GET_RESERVED_SIZE writes one int at the pointer, which points at `size`,
+    // alive for the synchronous call.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            crate::sg::abi::ioctl::SG_GET_RESERVED_SIZE as _,
+            &mut size as *mut i32,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::from_io(&io::Error::last_os_error()));
+    }
+    Ok(size.max(0) as usize)
 }
 
 fn set_reserved_size(file: &File, size: i32) -> Result<(), Errno> {
@@ -335,11 +395,15 @@ impl ScsiPath {
         })
     }
 
-    /// An idle sg fd, the owner's own if there is one.
+    /// An idle sg fd, one whose reserve holds the owner's data or nobody's if there is
+    /// one (no scrub needed).
     fn take_sg_fd(&self, owner: u64) -> Result<SgFd, Errno> {
         {
             let mut idle = self.sg_idle.lock();
-            if let Some(i) = idle.iter().position(|f| f.last_owner == Some(owner)) {
+            if let Some(i) = idle
+                .iter()
+                .position(|f| f.reserve.owner.is_none_or(|o| o == owner))
+            {
                 return Ok(idle.swap_remove(i));
             }
             if let Some(f) = idle.pop() {
@@ -347,6 +411,13 @@ impl ScsiPath {
             }
         }
         SgFd::open(&self.sg_node, self.address)
+    }
+
+    fn put_sg_fd(&self, fd: SgFd) {
+        let mut idle = self.sg_idle.lock();
+        if idle.len() < MAX_IDLE_SG_FDS {
+            idle.push(fd);
+        }
     }
 
     /// The command on the sg node, through sg's write() and read() rather than SG_IO: a
@@ -364,16 +435,17 @@ impl ScsiPath {
         self.routes.sg.fetch_add(1, Ordering::Relaxed);
         match sg_write_read(&fd.file, cmd, cmd.timeout_ms) {
             Ok(c) => {
-                self.sg_idle.lock().push(fd);
+                self.put_sg_fd(fd);
                 Ok(c)
             }
             // Refused at write(): nothing is queued on the fd.
             Err(SgStage::Write(e)) => {
-                self.sg_idle.lock().push(fd);
+                self.put_sg_fd(fd);
                 Err(PathError::Refused(e))
             }
-            // The fd may still hold the command (a detaching device): a later read() on
-            // it could return that command's result for another, so it is closed.
+            // read() failed after the command was sent: the command ran and its result
+            // could not be copied, or (sg_check_file_access) the fd still holds it, and a
+            // later read() on it could return that result for another command. Closed.
             Err(SgStage::Read(e)) => Err(PathError::Lost(e)),
         }
     }
@@ -410,9 +482,9 @@ impl ScsiPath {
 /// Opens a path's block device and checks that it is the device the map names (a name
 /// can be reused by another disk between the sysfs lookup and the open).
 fn open_block(node: &Path, dev: DevT) -> io::Result<File> {
-    // Blocking, as sg's own fd: SG_IO then waits for error handling on the path
-    // (sd_ioctl returns ENODEV at once for an O_NDELAY file). The open waits for it
-    // either way (sd_open).
+    // Without O_NONBLOCK: it would change nothing for a disk (sd_open and SG_IO wait for
+    // error handling on the host either way; only a removable device without medium
+    // opens differently).
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
@@ -511,6 +583,9 @@ fn sg_write_read(
 ) -> Result<Completion, SgStage> {
     let mut sense = [0u8; MAX_SENSE_LEN];
     let mut hdr = header(cmd, timeout_ms, &mut sense);
+    // Always through sg's bounce buffer (the reserve for a small transfer): direct I/O,
+    // where sg allows it, would leave the reserve's contents unaccounted for.
+    hdr.flags &= !SG_FLAG_DIRECT_IO;
     // sg reads the pointers in `hdr` (CDB, sense, data: see `sg_ioctl`) during write()
     // and read(); all of them outlive both calls, and `cmd.data` stays borrowed here.
     loop {
@@ -564,5 +639,57 @@ impl PathIo for ScsiPath {
             }
             r => r,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReserveContents;
+
+    const A: u64 = 1;
+    const B: u64 = 2;
+
+    /// Runs commands (owner, bytes) on one fd; returns the owners whose command found
+    /// the reserve scrubbed first.
+    fn scrubs(page: usize, commands: &[(u64, usize)]) -> Vec<u64> {
+        let mut r = ReserveContents::fresh(page);
+        let mut scrubbed = vec![];
+        for &(owner, len) in commands {
+            if r.needs_scrub(owner, len) {
+                r = ReserveContents::fresh(page);
+                scrubbed.push(owner);
+            }
+            r.lend(owner, len);
+        }
+        scrubbed
+    }
+
+    #[test]
+    fn the_reserve_is_scrubbed_before_another_owner_uses_it() {
+        assert_eq!(
+            scrubs(4096, &[(A, 512), (A, 4096)]),
+            [0u64; 0],
+            "same owner"
+        );
+        assert_eq!(scrubs(4096, &[(A, 512), (B, 512)]), [B]);
+        assert_eq!(scrubs(4096, &[(A, 4096), (B, 1)]), [B]);
+        assert_eq!(scrubs(4096, &[(B, 512), (A, 512), (B, 512)]), [A, B]);
+    }
+
+    #[test]
+    fn commands_that_do_not_use_the_reserve_do_not_take_it_over() {
+        // B's commands without data or larger than the reserve leave A's bytes in it:
+        // B's next small command must still find it scrubbed.
+        assert_eq!(scrubs(4096, &[(A, 512), (B, 0), (B, 512)]), [B]);
+        assert_eq!(scrubs(4096, &[(A, 512), (B, 8192), (B, 512)]), [B]);
+        // Nor does a large command need a scrub.
+        assert_eq!(scrubs(4096, &[(A, 512), (B, 8192)]), [0u64; 0]);
+    }
+
+    #[test]
+    fn the_reserve_is_as_large_as_sg_says() {
+        // 64 KiB pages (arm64, ppc64le): the reserve is 64 KiB, and 8 KiB uses it.
+        assert_eq!(scrubs(65536, &[(A, 8192), (B, 8192)]), [B]);
+        assert_eq!(scrubs(4096, &[(A, 8192), (B, 8192)]), [0u64; 0]);
     }
 }

@@ -59,10 +59,10 @@ pub fn classify_errno(e: Errno) -> Verdict {
     }
 }
 
-/// The command was sent on a path's sg node, and its read() failed (ENODEV: the device
-/// is going away): the LU may have run it, its result is lost.
+/// The command was sent on a path's sg node, and its read() failed (the result could not
+/// be copied, or the fd was refused): the LU may have run it, its result is lost.
 pub fn classify_lost(_: Errno) -> Verdict {
-    path("result lost: the path's device went away", true)
+    path("result lost after the command was sent", true)
 }
 
 /// Host byte values (`include/scsi/scsi_status.h`).
