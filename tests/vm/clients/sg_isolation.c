@@ -3,9 +3,11 @@
  * daemon's buffers held before. Two processes, each with its own file on DEVICE:
  *   A writes a pattern (0x5A) over the first BYTES of the LU, then reads it back, twice
  *     per round (its data passes through the node's buffers);
- *   B, once per round, reads BYTES beyond the end of the LU into a buffer filled with
- *     0x11: the LU answers CHECK CONDITION and transfers nothing, yet may report no
- *     residual (scsi_debug does), so whatever the node's buffer holds comes back to B.
+ *   B, once per round, sends a TEST UNIT READY (no data: a command that must not make the
+ *     daemon forget whose data its buffers hold), then reads BYTES beyond the end of the
+ *     LU into a buffer filled with 0x11: the LU answers CHECK CONDITION and transfers
+ *     nothing, yet may report no residual (scsi_debug does), so whatever the node's
+ *     buffer holds comes back to B.
  * B counts the bytes of A's pattern it received. The processes take turns through pipes,
  * so that B's command runs on a thread whose buffer just held A's data.
  * Prints: rounds=N b_check_conditions=N b_copied_bytes=N b_pattern_bytes=N b_other_bytes=N
@@ -51,6 +53,21 @@ static int sgio(int fd, unsigned char op, uint32_t lba, unsigned char *buf, unsi
 	return r;
 }
 
+static int tur(int fd, unsigned timeout)
+{
+	unsigned char cdb[6] = { 0 }, sense[32];
+	sg_io_hdr_t h;
+	memset(&h, 0, sizeof h);
+	h.interface_id = 'S';
+	h.dxfer_direction = SG_DXFER_NONE;
+	h.cmd_len = sizeof cdb;
+	h.cmdp = cdb;
+	h.mx_sb_len = sizeof sense;
+	h.sbp = sense;
+	h.timeout = timeout;
+	return ioctl(fd, SG_IO, &h) == 0 && h.status == 0 ? 0 : -1;
+}
+
 static void step(int fd)
 {
 	char c = 1;
@@ -85,6 +102,8 @@ int main(int argc, char **argv)
 		long checks = 0, pattern = 0, other = 0, copied = 0;
 		for (int r = 0; r < rounds; r++) {
 			await(a_to_b[0]);
+			if (tur(fd, timeout))
+				fprintf(stderr, "B's TEST UNIT READY failed\n");
 			memset(buf, 0x11, bytes);
 			/* 64 MiB LU: LBA 2^20 is past its end. */
 			if (sgio(fd, 0x28, 1u << 20, buf, bytes, timeout, &status) == 0 && status == 2)
