@@ -598,6 +598,26 @@ mod tests {
 
     const TUR: [u8; 6] = [0; 6];
     const PR_OUT: [u8; 10] = [0x5f, 0, 0, 0, 0, 0, 0, 0, 0x18, 0];
+    const READ_10: [u8; 10] = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+
+    /// A command as the pipeline hands it to the engine, with no data buffer of its own
+    /// (the fake paths never touch one).
+    fn command(
+        cdb: &[u8],
+        direction: Direction,
+        transfer_len: usize,
+        timeout_ms: u32,
+    ) -> PathCommand<'_> {
+        PathCommand {
+            cdb,
+            direction,
+            transfer_len,
+            data: None,
+            timeout_ms,
+            flags: 0,
+            owner: 0,
+        }
+    }
 
     fn host_status(h: u16) -> Result<Completion, Errno> {
         Ok(Completion {
@@ -682,15 +702,7 @@ mod tests {
         // Path 8:0 takes 16 bytes less than 8:16 (see `rig`).
         let r = rig(&[&[0, 16]], false);
         for _ in 0..2 {
-            let mut cmd = PathCommand {
-                cdb: &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0],
-                direction: Direction::FromDevice,
-                transfer_len: 4096 * 1024 + 8,
-                data: None,
-                timeout_ms: 1000,
-                flags: 0,
-                owner: 0,
-            };
+            let mut cmd = command(&READ_10, Direction::FromDevice, 4096 * 1024 + 8, 1000);
             r.engine.execute_blocking(&mut cmd).unwrap();
         }
         assert_eq!((r.calls(0), r.calls(16)), (0, 2));
@@ -714,15 +726,7 @@ mod tests {
     #[test]
     fn a_transfer_no_path_can_take_is_einval_at_once() {
         let r = rig(&[&[0]], true);
-        let mut cmd = PathCommand {
-            cdb: &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0],
-            direction: Direction::FromDevice,
-            transfer_len: 8 << 20,
-            data: None,
-            timeout_ms: 10_000,
-            flags: 0,
-            owner: 0,
-        };
+        let mut cmd = command(&READ_10, Direction::FromDevice, 8 << 20, 10_000);
         let t = Instant::now();
         assert_eq!(
             r.engine.execute_blocking(&mut cmd).unwrap_err(),
@@ -742,15 +746,7 @@ mod tests {
         r.behave_io(0, |_| Err(PathError::Local(Errno::new(libc::EMFILE))));
         r.behave(16, |_| Err(Errno::ENXIO));
         let mut attempt = Attempt::new(10_000);
-        let mut cmd = PathCommand {
-            cdb: &TUR,
-            direction: Direction::None,
-            transfer_len: 0,
-            data: None,
-            timeout_ms: 10_000,
-            flags: 0,
-            owner: 0,
-        };
+        let mut cmd = command(&TUR, Direction::None, 0, 10_000);
         assert!(matches!(
             r.engine.execute(&mut cmd, &mut attempt),
             Step::Wait { .. }
@@ -767,15 +763,7 @@ mod tests {
         let r = rig(&[&[0]], false);
         r.behave_io(0, |_| Err(PathError::Local(Errno::EBUSY)));
         let mut attempt = Attempt::new(10_000);
-        let mut cmd = PathCommand {
-            cdb: &TUR,
-            direction: Direction::None,
-            transfer_len: 0,
-            data: None,
-            timeout_ms: 10_000,
-            flags: 0,
-            owner: 0,
-        };
+        let mut cmd = command(&TUR, Direction::None, 0, 10_000);
         assert!(matches!(
             r.engine.execute(&mut cmd, &mut attempt),
             Step::Wait { .. }
@@ -984,15 +972,7 @@ mod tests {
         let mut r = rig(&[&[0]], true);
         r.engine.queue_poll = Duration::from_secs(5);
         r.behave(0, |_| Err(Errno::ENXIO));
-        let mut cmd = PathCommand {
-            cdb: &TUR,
-            direction: crate::sg::header::Direction::None,
-            transfer_len: 0,
-            data: None,
-            timeout_ms: 60_000,
-            flags: 0,
-            owner: 0,
-        };
+        let mut cmd = command(&TUR, Direction::None, 0, 60_000);
         let mut attempt = Attempt::new(cmd.timeout_ms);
         let t = Instant::now();
         let step = r.engine.execute(&mut cmd, &mut attempt);
@@ -1018,15 +998,7 @@ mod tests {
     fn a_wait_past_the_deadline_ends_with_transport_disrupted() {
         let r = rig(&[&[0]], true);
         r.behave(0, |_| Err(Errno::ENXIO));
-        let mut cmd = PathCommand {
-            cdb: &TUR,
-            direction: crate::sg::header::Direction::None,
-            transfer_len: 0,
-            data: None,
-            timeout_ms: 1,
-            flags: 0,
-            owner: 0,
-        };
+        let mut cmd = command(&TUR, Direction::None, 0, 1);
         let mut attempt = Attempt::new(cmd.timeout_ms);
         std::thread::sleep(Duration::from_millis(20));
         let step = r.engine.execute(&mut cmd, &mut attempt);

@@ -195,15 +195,21 @@ mod tests {
         DevT { major: 8, minor }
     }
 
-    #[test]
-    fn a_background_open_does_not_hold_up_the_caller_and_marks_the_map_changed() {
+    /// An opener whose every open is stuck (as in error handling) until the test sends
+    /// one release for it.
+    fn gated_opener() -> (mpsc::Sender<()>, Arc<PathOpener>) {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = Mutex::new(release_rx);
         let opener: Arc<PathOpener> = Arc::new(move |_| {
-            // An open stuck in error handling, until the test lets it go.
             release_rx.lock().recv().unwrap();
             Ok((PathInfo::default(), Arc::new(Nothing) as Arc<dyn PathIo>))
         });
+        (release_tx, opener)
+    }
+
+    #[test]
+    fn a_background_open_does_not_hold_up_the_caller_and_marks_the_map_changed() {
+        let (release_tx, opener) = gated_opener();
         let changed = Arc::new(AtomicBool::new(false));
         let o = Openings::new("m", opener, changed.clone());
         let woken = Arc::new(AtomicBool::new(false));
@@ -232,12 +238,7 @@ mod tests {
 
     #[test]
     fn a_path_that_left_the_table_while_it_was_opened_is_not_kept() {
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let release_rx = Mutex::new(release_rx);
-        let opener: Arc<PathOpener> = Arc::new(move |_| {
-            release_rx.lock().recv().unwrap();
-            Ok((PathInfo::default(), Arc::new(Nothing) as Arc<dyn PathIo>))
-        });
+        let (release_tx, opener) = gated_opener();
         let changed = Arc::new(AtomicBool::new(false));
         let o = Openings::new("m", opener, changed.clone());
         o.set_table(HashSet::from([dev(0)]));
