@@ -27,7 +27,8 @@ build: clients
 # benchmark, the hoarder (data budget) and the isolation checker (per-thread buffers).
 CLIENTS := target/clients/sgio_probe target/clients/sgio_probe32 target/clients/sgio_bench \
 	target/clients/sg_async_probe target/clients/sg_async_probe32 target/clients/hoard \
-	target/clients/sg_isolation target/clients/sgio_pingpong
+	target/clients/sg_isolation target/clients/sgio_pingpong \
+	target/clients/sg_creds
 clients: $(CLIENTS)
 # Each client from its own source; NAME32 is NAME built for 32-bit callers (compat path).
 target/clients/%32: tests/vm/clients/%.c

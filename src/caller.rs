@@ -117,6 +117,75 @@ pub fn thread_group(tid: Tid) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// A process, told apart from a later one that reuses its pid by its start time
+/// (/proc/<pid>/stat, field 22, clock ticks since boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    pub tgid: u32,
+    pub start_ticks: u64,
+}
+
+/// The process thread `tid` belongs to; None for a thread the daemon cannot see or that
+/// is gone.
+pub fn process_of(tid: Tid) -> Option<ProcessId> {
+    let tgid = thread_group(tid)?;
+    let stat = std::fs::read_to_string(format!("/proc/{tgid}/stat")).ok()?;
+    Some(ProcessId {
+        tgid,
+        start_ticks: stat_start_ticks(&stat)?,
+    })
+}
+
+/// When thread `tid` started (clock ticks since boot): with the tid, names the thread
+/// apart from a later one that reuses its id.
+pub fn thread_start_ticks(tid: Tid) -> Option<u64> {
+    let tid = tid.visible()?;
+    stat_start_ticks(&std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?)
+}
+
+/// Field 22 of a /proc/<pid>/stat line. The command name (field 2) is in parentheses and
+/// may itself hold spaces and parentheses: the fields are counted from the last ')'.
+fn stat_start_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ')' comes field 3 (state): field 22 is the 20th word.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether thread `tid` holds capability `cap` as the kernel's `capable()` judges it: in
+/// the initial user namespace. CapEff in /proc/<tid>/status is relative to the thread's
+/// own user namespace (a process that ran `unshare -Ur` shows every capability there), so
+/// a thread in any other user namespace than the daemon's holds none (the daemon, which
+/// needs CAP_SYS_ADMIN for device-mapper, runs in the initial one). Fails closed: a thread
+/// whose namespace or status cannot be read holds nothing.
+pub fn has_capability(tid: Tid, cap: u32) -> bool {
+    let Some(tid) = tid.visible() else {
+        return false;
+    };
+    if !in_daemon_user_namespace(tid) {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| cap < 64 && caps & (1 << cap) != 0)
+}
+
+/// The user namespace of thread `tid` is the daemon's (same nsfs inode); false when it
+/// cannot be read.
+fn in_daemon_user_namespace(tid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    static OWN: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    let id = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let Some(own) = *OWN.get_or_init(|| id("/proc/self/ns/user")) else {
+        return false;
+    };
+    id(&format!("/proc/{tid}/ns/user")) == Some(own)
+}
+
 /// The system call a thread is blocked in, from /proc/<tid>/syscall: how the daemon learns
 /// what a CUSE READ or WRITE does not carry, the caller's buffer address (read() under
 /// SG_SET_FORCE_PACK_ID) and whether it is a 32-bit caller (which sg_io_hdr layout).
@@ -261,6 +330,47 @@ mod compat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn my_tid() -> Tid {
+        Tid(nix::unistd::gettid().as_raw() as u32)
+    }
+
+    #[test]
+    fn the_start_time_is_counted_from_the_last_parenthesis() {
+        // A command name with spaces and a ')' of its own; starttime (field 22) = 4242.
+        let stat = "77 (a) b (c) S 1 77 77 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0 4242 1000 10";
+        assert_eq!(stat_start_ticks(stat), Some(4242));
+        assert_eq!(stat_start_ticks("77 (short) S 1"), None);
+        assert_eq!(stat_start_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn a_process_is_named_by_its_pid_and_start_time() {
+        let p = process_of(my_tid()).unwrap();
+        assert_eq!(p.tgid, std::process::id());
+        assert_eq!(process_of(my_tid()), Some(p), "stable while it lives");
+        assert_eq!(process_of(Tid(0)), None, "not visible");
+    }
+
+    #[test]
+    fn capabilities_are_read_in_the_daemons_user_namespace() {
+        // This test process is in the test runner's user namespace, the daemon's: the
+        // answer is its own CapEff bit (set when tests run as root).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        for cap in [17, 21] {
+            assert_eq!(has_capability(my_tid(), cap), eff & (1 << cap) != 0);
+        }
+        assert!(!has_capability(my_tid(), 64), "no such capability");
+        assert!(
+            !has_capability(Tid(0), 17),
+            "a caller the daemon cannot see holds none"
+        );
+    }
 
     // The daemon's own memory stands in for a caller's: process_vm_* on our own tid.
     fn me() -> ProcessMemory {

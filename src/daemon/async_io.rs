@@ -40,6 +40,10 @@ pub fn write<H: CuseHandler<Local = WorkerLocal>>(
     reply: WriteReply,
     worker: &mut Worker<'_, H>,
 ) {
+    // sg_write() checks the caller's credentials before anything else.
+    if let Err(e) = file.check_access(caller) {
+        return reply.error(e);
+    }
     if map.detaching() {
         return reply.error(Errno::ENODEV);
     }
@@ -97,6 +101,10 @@ pub fn read<H: CuseHandler<Local = WorkerLocal>>(
     reply: ReadReply,
     worker: &mut Worker<'_, H>,
 ) {
+    // sg_read() checks the caller's credentials before anything else.
+    if let Err(e) = file.check_access(caller) {
+        return reply.error(e);
+    }
     let count = arg.size as usize;
     let nonblock = arg.flags & libc::O_NONBLOCK as u32 != 0;
     if worker.may_block() {

@@ -5,6 +5,7 @@
 
 use super::budget::{Holder, Reservation};
 use super::parked::{ParkId, Parked};
+use crate::caller::{process_of, thread_start_ticks, ProcessId};
 use crate::cuse::{Caller, FileHandle, PollWaker, ReadReply};
 use crate::errno::Errno;
 use crate::sg::abi::SG_DEFAULT_TIMEOUT_USER;
@@ -17,10 +18,58 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// Who opened a file: what the daemon can see of the credentials sg keeps in the file
+/// (`filp->f_cred`) and compares, by pointer, with the caller's on every read() and
+/// write() (`sg_check_file_access()`, drivers/scsi/sg.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opener {
+    /// None: a process the daemon cannot see (another pid namespace).
+    pub process: Option<ProcessId>,
+    /// The FUSE request's uid and gid (the caller's fsuid and fsgid).
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Opener {
+    pub fn of(caller: &Caller, process: Option<ProcessId>) -> Opener {
+        Opener {
+            process,
+            uid: caller.uid,
+            gid: caller.gid,
+        }
+    }
+
+    /// Whom the data budget charges: the process or, if the daemon cannot see it, the user.
+    pub fn holder(&self) -> Holder {
+        match self.process {
+            Some(p) => Holder::Process(p.tgid),
+            None => Holder::User(self.uid),
+        }
+    }
+
+    /// sg_check_file_access(): a read() or write() by other credentials than the opener's
+    /// is refused with EPERM. The kernel compares credential objects, which a fork(), an
+    /// exec or any change of ids replaces; the daemon sees processes and ids, so it
+    /// refuses any other process (a child that inherited the fd included, as sg does)
+    /// and any change of uid or gid, and fails closed for a process it cannot see.
+    /// Threads of the opening process pass, as in sg (they share its credentials). What
+    /// it cannot see: the same process after an exec that kept its ids (docs/sg-compat.md).
+    pub fn check(&self, caller: &Caller, process: Option<ProcessId>) -> Result<(), Errno> {
+        match (self.process, process) {
+            (Some(a), Some(b)) if a == b && self.uid == caller.uid && self.gid == caller.gid => {
+                Ok(())
+            }
+            _ => Err(Errno::EPERM),
+        }
+    }
+}
+
 pub struct OpenFile {
     pub fh: FileHandle,
     /// The open(2) flags.
     pub flags: u32,
+    /// Who opened this file: read() and write() check it; the data budget charges it.
+    pub opened_by: Opener,
     /// Who holds this file's data, for the data budget.
     pub opener: Holder,
     pub timeout_user: AtomicI32,
@@ -34,6 +83,9 @@ pub struct OpenFile {
     pub state: Mutex<FileState>,
     /// The layout last seen for a thread: (tid << 1) | compat, 0 for none.
     pub abi_cache: AtomicU64,
+    /// The last thread found to be the opener's for read() and write() (tid, start
+    /// ticks): its next call costs one /proc read instead of two.
+    pub checked_thread: Mutex<Option<(u32, u64)>>,
     /// Where the last SG_IO's CDB was, by calling thread and header address: the next
     /// SG_IO reads its header and (if it is still there) its CDB in one call.
     pub last_cdb: Mutex<Option<(u32, u64, CdbGuess)>>,
@@ -84,11 +136,12 @@ pub struct Completed {
 }
 
 impl OpenFile {
-    pub fn new(fh: FileHandle, flags: u32, opener: Holder, reserved: i32) -> OpenFile {
+    pub fn new(fh: FileHandle, flags: u32, opened_by: Opener, reserved: i32) -> OpenFile {
         OpenFile {
             fh,
             flags,
-            opener,
+            opened_by,
+            opener: opened_by.holder(),
             timeout_user: AtomicI32::new(SG_DEFAULT_TIMEOUT_USER),
             reserved_size: AtomicI32::new(reserved),
             cmd_q: AtomicBool::new(false),
@@ -99,7 +152,22 @@ impl OpenFile {
             state: Mutex::new(FileState::default()),
             abi_cache: AtomicU64::new(0),
             last_cdb: Mutex::new(None),
+            checked_thread: Mutex::new(None),
         }
+    }
+
+    /// sg_check_file_access() for a read() or write() on this file (see `Opener::check`).
+    pub fn check_access(&self, caller: &Caller) -> Result<(), Errno> {
+        if caller.uid != self.opened_by.uid || caller.gid != self.opened_by.gid {
+            return Err(Errno::EPERM);
+        }
+        let thread = thread_start_ticks(caller.tid).map(|t| (caller.tid.0, t));
+        if thread.is_some() && *self.checked_thread.lock() == thread {
+            return Ok(());
+        }
+        self.opened_by.check(caller, process_of(caller.tid))?;
+        *self.checked_thread.lock() = thread;
+        Ok(())
     }
 
     pub fn read_write(&self) -> bool {
@@ -263,5 +331,70 @@ impl Files {
 
     pub fn all(&self) -> Vec<Arc<OpenFile>> {
         self.map.lock().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cuse::{Tid, Unique};
+
+    fn caller(tid: u32, uid: u32, gid: u32) -> Caller {
+        Caller {
+            tid: Tid(tid),
+            uid,
+            gid,
+            unique: Unique(2),
+        }
+    }
+
+    fn me() -> u32 {
+        nix::unistd::gettid().as_raw() as u32
+    }
+
+    #[test]
+    fn the_opener_and_its_threads_pass() {
+        let c = caller(me(), 1000, 1000);
+        let opener = Opener::of(&c, process_of(c.tid));
+        let f = OpenFile::new(FileHandle(1), libc::O_RDWR as u32, opener, 4096);
+        assert_eq!(f.check_access(&c), Ok(()));
+        assert_eq!(f.check_access(&c), Ok(()), "again, from the cache");
+        let other_thread = std::thread::spawn(move || {
+            let t = caller(me(), 1000, 1000);
+            f.check_access(&t)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(other_thread, Ok(()));
+    }
+
+    #[test]
+    fn other_ids_another_process_or_an_unseen_one_are_refused() {
+        let c = caller(me(), 1000, 1000);
+        let p = process_of(c.tid).unwrap();
+        let opener = Opener::of(&c, Some(p));
+        let f = OpenFile::new(FileHandle(1), libc::O_RDWR as u32, opener, 4096);
+        assert_eq!(f.check_access(&c), Ok(()));
+        // Ids changed after the open (setuid, setgid): even from a checked thread.
+        assert_eq!(f.check_access(&caller(me(), 0, 1000)), Err(Errno::EPERM));
+        assert_eq!(f.check_access(&caller(me(), 1000, 0)), Err(Errno::EPERM));
+        // Another process (a forked child), or the same pid started again.
+        let child = ProcessId {
+            tgid: p.tgid + 1,
+            ..p
+        };
+        assert_eq!(opener.check(&c, Some(child)), Err(Errno::EPERM));
+        let reused = ProcessId {
+            start_ticks: p.start_ticks + 1,
+            ..p
+        };
+        assert_eq!(opener.check(&c, Some(reused)), Err(Errno::EPERM));
+        // A caller the daemon cannot see, or a file opened by one: fail closed.
+        assert_eq!(opener.check(&c, None), Err(Errno::EPERM));
+        assert_eq!(f.check_access(&caller(0, 1000, 1000)), Err(Errno::EPERM));
+        let unseen = Opener::of(&c, None);
+        assert_eq!(unseen.check(&c, Some(p)), Err(Errno::EPERM));
+        assert_eq!(unseen.holder(), Holder::User(1000));
+        assert_eq!(opener.holder(), Holder::Process(p.tgid));
     }
 }

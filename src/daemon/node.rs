@@ -3,13 +3,12 @@
 //! pipeline and the map's failover engine.
 
 use super::async_io;
-use super::budget::Holder;
 use super::buffer::WorkerLocal;
-use super::files::OpenFile;
+use super::files::{OpenFile, Opener};
 use super::ioctl;
 use super::map::MapState;
 use super::pipeline;
-use crate::caller::thread_group;
+use crate::caller::process_of;
 use crate::cuse::abi::{IoctlIn, PollIn, ReadWriteIn};
 use crate::cuse::{
     Caller, CuseHandler, FileHandle, IoctlReply, OpenReply, PollReply, PollWaker, ReadReply,
@@ -56,12 +55,9 @@ impl CuseHandler for MapNode {
 
     fn open(&self, caller: &Caller, flags: u32, reply: OpenReply) {
         let reserved = SG_DEF_RESERVED_SIZE.min(self.map.max_transfer() as i32);
-        // The data budget is shared per opener process (per user for a process the daemon
-        // cannot see).
-        let opener = match thread_group(caller.tid) {
-            Some(tgid) => Holder::Process(tgid),
-            None => Holder::User(caller.uid),
-        };
+        // read() and write() check it; the data budget is shared per opener process
+        // (per user for a process the daemon cannot see).
+        let opener = Opener::of(caller, process_of(caller.tid));
         let fh = self
             .map
             .files

@@ -67,6 +67,8 @@ pub fn sg_io_errno(e: Errno) -> Errno {
     }
 }
 
+const CAP_SYS_RAWIO: u32 = 17;
+
 /// sg_allow_access() for a file that is not O_RDWR (sg filters nothing on O_RDWR files).
 pub fn check_access(file: &OpenFile, caller: &Caller, cdb: &[u8]) -> Result<(), Errno> {
     if file.read_write() {
@@ -77,28 +79,10 @@ pub fn check_access(file: &OpenFile, caller: &Caller, cdb: &[u8]) -> Result<(), 
         return Ok(());
     }
     // The caller waits in its call, so its thread's status is readable now.
-    if caller_has_cap_sys_rawio(caller.tid) {
+    if crate::caller::has_capability(caller.tid, CAP_SYS_RAWIO) {
         return Ok(());
     }
     Err(Errno::EPERM)
-}
-
-/// CAP_SYS_RAWIO in the effective set of thread `tid` (/proc/<tid>/status, CapEff). A
-/// caller not visible from the daemon's pid namespace cannot be looked up: it is refused
-/// as sg would refuse an unprivileged caller.
-fn caller_has_cap_sys_rawio(tid: Tid) -> bool {
-    const CAP_SYS_RAWIO: u32 = 17;
-    let Some(tid) = tid.visible() else {
-        return false;
-    };
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RAWIO) != 0)
 }
 
 // ---------------------------------------------------------------- SG_IO front ends

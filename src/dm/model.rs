@@ -59,6 +59,13 @@ impl std::error::Error for ParseError {}
 
 struct Words<'a>(std::str::SplitAsciiWhitespace<'a>);
 
+/// Room for `n` items as a text announces them, but no more than a few: the count is
+/// only as trustworthy as the text (a huge one must end in a parse error, not in an
+/// allocation that aborts the daemon).
+fn announced<T>(n: usize) -> Vec<T> {
+    Vec::with_capacity(n.min(64))
+}
+
 impl<'a> Words<'a> {
     fn word(&mut self, what: &'static str) -> Result<&'a str, ParseError> {
         self.0.next().ok_or_else(|| ParseError::new(what, "<end>"))
@@ -114,14 +121,14 @@ impl FromStr for MultipathTable {
             .collect();
         let ngroups = w.num("group count")?;
         let initial_group = w.num("initial group")?;
-        let mut groups = Vec::with_capacity(ngroups);
+        let mut groups = announced(ngroups);
         for _ in 0..ngroups {
             let selector = w.word("path selector")?.to_string();
             let n = w.num("selector argument count")?;
             w.skip(n, "selector argument")?;
             let npaths = w.num("path count")?;
             let nargs = w.num("path argument count")?;
-            let mut paths = Vec::with_capacity(npaths);
+            let mut paths = announced(npaths);
             for _ in 0..npaths {
                 paths.push(w.word("path")?.parse()?);
                 w.skip(nargs, "path argument")?;
@@ -178,7 +185,7 @@ impl FromStr for MultipathStatus {
         w.skip(n, "hardware handler")?;
         let ngroups = w.num("group count")?;
         let next_group = w.num("next group")?;
-        let mut groups = Vec::with_capacity(ngroups);
+        let mut groups = announced(ngroups);
         for _ in 0..ngroups {
             let state = match w.word("group state")? {
                 "A" => GroupState::Active,
@@ -190,7 +197,7 @@ impl FromStr for MultipathStatus {
             w.skip(n, "selector status")?;
             let npaths = w.num("path count")?;
             let ninfo = w.num("path info count")?;
-            let mut paths = Vec::with_capacity(npaths);
+            let mut paths = announced(npaths);
             for _ in 0..npaths {
                 let dev = w.word("path")?.parse()?;
                 let active = match w.word("path state")? {
@@ -218,6 +225,21 @@ mod tests {
 
     fn d(major: u32, minor: u32) -> DevT {
         DevT { major, minor }
+    }
+
+    #[test]
+    fn huge_counts_are_parse_errors_not_allocations() {
+        let max = usize::MAX;
+        for text in [
+            format!("0 0 {max} 1"),
+            format!("0 0 1 1 service-time 0 {max} 1 8:0 1"),
+            format!("{max} queue_if_no_path"),
+        ] {
+            assert!(text.parse::<MultipathTable>().is_err(), "{text}");
+        }
+        for text in [format!("0 0 {max} 1"), format!("0 0 1 1 A 0 {max} 1 8:0 A 0")] {
+            assert!(text.parse::<MultipathStatus>().is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -34,7 +34,11 @@ pub fn needs(opcode: u8) -> Needs {
         0x0a /* WRITE(6) */ | 0x2a /* WRITE(10) */ | 0x2e /* WRITE AND VERIFY(10) */
         | 0xaa /* WRITE(12) */ | 0xae /* WRITE AND VERIFY(12) */ | 0x8a /* WRITE(16) */
         | 0x3f /* WRITE LONG */ | 0xea /* WRITE LONG(2) */ | 0x41 /* WRITE SAME */
-        | 0x93 /* WRITE SAME(16) */ | 0x7f /* WRITE SAME(32) (variable length) */
+        | 0x93 /* WRITE SAME(16) */
+        // The kernel's WRITE_SAME_32 is 0x0d, WRITE SAME(32)'s service action, not an
+        // opcode; scsi_cmd_allowed() compares it with cmd[0] all the same, so opcode 0x0d
+        // passes for writers and 0x7f (variable-length CDBs) needs CAP_SYS_RAWIO.
+        | 0x0d /* "WRITE_SAME_32" */
         | 0x19 /* ERASE */ | 0x55 /* MODE SELECT(10) */ | 0x15 /* MODE SELECT(6) */
         | 0x4c /* LOG SELECT */ | 0xa1 /* BLANK */ | 0x5b /* CLOSE TRACK */
         | 0x35 /* SYNCHRONIZE CACHE */ | 0x04 /* FORMAT UNIT */ | 0x58 | 0x53 | 0xbf
@@ -72,6 +76,15 @@ mod tests {
             assert!(!allowed(op, false, false), "opcode {op:#x}");
             assert!(allowed(op, true, false), "opcode {op:#x}");
         }
+    }
+
+    #[test]
+    fn variable_length_cdbs_need_cap_sys_rawio_and_0x0d_is_a_write() {
+        // As scsi_cmd_allowed() in 6.1 and 6.12: WRITE_SAME_32 is 0x0d there.
+        assert!(!allowed(0x7f, true, false));
+        assert!(allowed(0x7f, false, true));
+        assert!(!allowed(0x0d, false, false));
+        assert!(allowed(0x0d, true, false));
     }
 
     #[test]
