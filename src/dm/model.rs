@@ -237,7 +237,10 @@ mod tests {
         ] {
             assert!(text.parse::<MultipathTable>().is_err(), "{text}");
         }
-        for text in [format!("0 0 {max} 1"), format!("0 0 1 1 A 0 {max} 1 8:0 A 0")] {
+        for text in [
+            format!("0 0 {max} 1"),
+            format!("0 0 1 1 A 0 {max} 1 8:0 A 0"),
+        ] {
             assert!(text.parse::<MultipathStatus>().is_err(), "{text}");
         }
     }

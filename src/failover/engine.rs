@@ -1,5 +1,6 @@
 //! Runs one SCSI command on a map: picks a path the way dm-multipath would, classifies the
-//! result, fails the path in device-mapper on a path error and tries the next one, and waits
+//! result, tries the next path on a path error (failing the path in device-mapper once the
+//! daemon's own probe of it confirms the error), and waits
 //! (queue_if_no_path) or completes with DID_TRANSPORT_DISRUPTED when none is left.
 //!
 //! The map's state is an immutable snapshot (table + status + open paths) swapped under a
@@ -36,6 +37,10 @@ pub struct PathStats {
     /// Commands that moved on to another path after an error here.
     pub failovers: AtomicU64,
     pub last_error: Mutex<Option<(SystemTime, String)>>,
+    /// The daemon's own probe of the path is under way (one at a time per path).
+    probing: AtomicBool,
+    /// When the last probe found the path answering.
+    answered_at: Mutex<Option<Coarse>>,
 }
 
 pub struct PathEntry {
@@ -220,6 +225,14 @@ impl Engine {
         self.stale.store(true, Ordering::Release);
     }
 
+    /// Whether a probe of one of the map's paths is under way (tests, status).
+    pub fn probing(&self) -> bool {
+        self.stats
+            .lock()
+            .values()
+            .any(|s| s.probing.load(Ordering::Acquire))
+    }
+
     /// The daemon is stopping: no command waits for a path any more.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
@@ -333,18 +346,67 @@ impl Engine {
         self.current().limits.max_transfer
     }
 
-    fn fail_path(&self, p: &PathEntry, cdb: &[u8], reason: &str) {
-        p.failed_here.store(true, Ordering::Relaxed);
+    /// A command met a path error on `p`. The command moves on (this daemon skips the
+    /// path until its probe has answered); device-mapper is told only on evidence about
+    /// the path itself, not about one caller's command (its timeout, its CDB): the
+    /// daemon's own TEST UNIT READY at a sane timeout, in the background, one at a time
+    /// per path. A path whose probe answered within the last `PROBE_HOLDOFF` is not
+    /// probed again, nor skipped: one caller cannot keep a healthy path out of use.
+    fn path_error(&self, p: &Arc<PathEntry>, cdb: &[u8], reason: &str) {
         p.stats.path_errors.fetch_add(1, Ordering::Relaxed);
         *p.stats.last_error.lock() = Some((SystemTime::now(), reason.to_string()));
-        tracing::warn!(
-            map = %self.map,
-            path = %p.name(),
-            command = format_args!("{:#04x}", cdb.first().copied().unwrap_or(0)),
-            reason,
-            "failover: path failed, trying the next one"
+        let command = format_args!("{:#04x}", cdb.first().copied().unwrap_or(0));
+        let Some((_, io)) = p.opened.clone() else {
+            return;
+        };
+        if !p.dm_active {
+            return;
+        }
+        let recently = p
+            .stats
+            .answered_at
+            .lock()
+            .is_some_and(|t| t.elapsed() < PROBE_HOLDOFF);
+        if recently {
+            tracing::info!(map = %self.map, path = %p.name(), %command, reason,
+                "path error on a path that answered its probe just now: the command moves on, the path stays");
+            return;
+        }
+        p.failed_here.store(true, Ordering::Relaxed);
+        if p.stats.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(map = %self.map, path = %p.name(), %command, reason,
+            "failover: path error, the command moves on; probing the path before failing it in device-mapper");
+        let (map, dm, openings, entry) = (
+            self.map.clone(),
+            self.dm.clone(),
+            self.openings.clone(),
+            p.clone(),
         );
-        if p.dm_active {
+        let spawned = std::thread::Builder::new()
+            .name(format!("probe {}", p.dev))
+            .spawn(move || {
+                let confirmed = probe(&*io);
+                if let Some(why) = confirmed {
+                    tracing::warn!(map = %map, path = %entry.name(), reason = why,
+                        "the probe confirms the path error: failing the path in device-mapper");
+                    if let Err(e) = dm.message(&map, &Message::FailPath(entry.dev)) {
+                        tracing::info!(map = %map, path = %entry.dev, "could not tell device-mapper: {e}");
+                    }
+                } else {
+                    tracing::info!(map = %map, path = %entry.name(),
+                        "the path answers its probe: not failed in device-mapper");
+                    *entry.stats.answered_at.lock() = Some(Coarse::now());
+                    entry.failed_here.store(false, Ordering::Relaxed);
+                }
+                entry.stats.probing.store(false, Ordering::Release);
+                openings.wake();
+            });
+        if let Err(e) = spawned {
+            // No thread for a probe: the command's error is all the evidence there is.
+            p.stats.probing.store(false, Ordering::Release);
+            tracing::warn!(map = %self.map, path = %p.name(), "cannot start a probe ({e}): failing the path in device-mapper");
             if let Err(e) = self.dm.message(&self.map, &Message::FailPath(p.dev)) {
                 tracing::info!(map = %self.map, path = %p.dev, "could not tell device-mapper: {e}");
             }
@@ -426,7 +488,7 @@ impl Engine {
                         maybe_executed,
                     } => {
                         path_failed = true;
-                        self.fail_path(p, cmd.cdb, reason);
+                        self.path_error(p, cmd.cdb, reason);
                         if maybe_executed && !safe_to_repeat(cmd.cdb, info.scsi_type) {
                             tracing::warn!(
                                 map = %self.map,
@@ -442,6 +504,16 @@ impl Engine {
                         retry_later = true;
                     }
                 }
+            }
+            // A path being probed after a path error may be back in a moment: worth a
+            // short wait rather than an error (bounded by the command's timeout).
+            if snap
+                .groups
+                .iter()
+                .flat_map(|g| g.paths.iter())
+                .any(|p| p.dm_active && p.stats.probing.load(Ordering::Acquire))
+            {
+                retry_later = true;
             }
             let now = Coarse::now();
             if now >= attempt.deadline || self.closing.load(Ordering::Relaxed) {
@@ -514,6 +586,40 @@ impl Engine {
     /// Whether the snapshot was taken after `t` and no event came since.
     fn fresher_than(&self, t: Coarse) -> bool {
         self.current().taken > t && !self.stale.load(Ordering::Acquire)
+    }
+}
+
+/// How long the daemon's probe of a path may take: long enough for a busy but healthy
+/// path (multipathd's checkers default to 30 s; the block layer's SG_IO minimum is 7 s).
+const PROBE_TIMEOUT_MS: u32 = 10_000;
+
+/// A path that answered its probe this recently is neither probed again nor skipped.
+const PROBE_HOLDOFF: Duration = Duration::from_secs(1);
+
+/// The daemon's probe of a path: a TEST UNIT READY. Some(reason) when the path itself
+/// fails (a path error as the commands' results are classified); None when the LU
+/// answered through it, whatever the answer (NOT READY, a unit attention: the path works).
+fn probe(io: &dyn crate::path::PathIo) -> Option<&'static str> {
+    let mut cmd = PathCommand {
+        cdb: &[0; 6],
+        direction: crate::sg::header::Direction::None,
+        transfer_len: 0,
+        data: None,
+        timeout_ms: PROBE_TIMEOUT_MS,
+        flags: 0,
+        // The daemon's own: shares no reserve contents with any caller.
+        owner: u64::MAX,
+    };
+    let verdict = match io.execute(&mut cmd) {
+        Ok(c) => classify_completion(c.status, c.host_status, &c.sense),
+        Err(PathError::Refused(e)) => classify_errno(e),
+        Err(PathError::Lost(e)) => classify_lost(e),
+        // The daemon could not send it: says nothing about the path.
+        Err(PathError::Local(_)) => return None,
+    };
+    match verdict {
+        Verdict::PathError { reason, .. } => Some(reason),
+        _ => None,
     }
 }
 
@@ -636,16 +742,69 @@ mod tests {
     }
 
     #[test]
+    fn a_path_error_the_probe_does_not_confirm_leaves_the_path_in_dm() {
+        // A caller's READ times out on 8:0 (its own short timeout, say); the daemon's
+        // TEST UNIT READY there answers: the path is not failed, and is used again.
+        let r = rig(&[&[0], &[16]], false);
+        r.behave(0, |cdb| match cdb[0] {
+            0x28 => host_status(host::DID_TIME_OUT),
+            _ => good(cdb),
+        });
+        let mut cmd = command(&READ_10, Direction::FromDevice, 512, 1000);
+        let c = r.engine.execute_blocking(&mut cmd).unwrap();
+        assert_eq!(c.host_status, 0, "moved on to 8:16");
+        assert_eq!(r.calls(16), 1);
+        r.probes_done();
+        assert_eq!(r.calls(0), 2, "the command and the probe");
+        assert!(r.dm.messages.lock().is_empty(), "8:0 left alone");
+        // 8:0 is used again, and a second error right after its probe answered is not
+        // probed again (one caller cannot keep probes running or the path out of use).
+        // (One group per path: dm's first group, 8:0, takes every command it can.)
+        r.run(&TUR, 1000).unwrap();
+        r.run(&TUR, 1000).unwrap();
+        assert_eq!((r.calls(0), r.calls(16)), (4, 1));
+        let mut cmd = command(&READ_10, Direction::FromDevice, 512, 1000);
+        r.engine.execute_blocking(&mut cmd).unwrap();
+        assert!(!r.engine.probing());
+        assert_eq!((r.calls(0), r.calls(16)), (5, 2));
+        assert!(r.dm.messages.lock().is_empty());
+    }
+
+    #[test]
+    fn a_command_waits_for_a_probe_rather_than_failing_when_no_other_path_is_left() {
+        // One path; the caller's command errs there, the probe takes a while and then
+        // finds the path answering: the command runs again on it within its timeout.
+        let r = rig(&[&[0]], false);
+        let first = Arc::new(AtomicBool::new(true));
+        let f = first.clone();
+        r.behave(0, move |cdb| match cdb[0] {
+            0x28 if f.swap(false, Ordering::Relaxed) => host_status(host::DID_TIME_OUT),
+            0x00 => {
+                std::thread::sleep(Duration::from_millis(100));
+                good(cdb)
+            }
+            _ => good(cdb),
+        });
+        let mut cmd = command(&READ_10, Direction::FromDevice, 512, 5000);
+        let c = r.engine.execute_blocking(&mut cmd).unwrap();
+        assert_eq!(c.host_status, 0);
+        assert_eq!(r.calls(0), 3, "the command, the probe, the command again");
+        assert!(r.dm.messages.lock().is_empty());
+    }
+
+    #[test]
     fn path_error_fails_the_path_in_dm_and_retries_on_the_next() {
         let r = rig(&[&[0], &[16]], false);
         r.behave(0, |_| Err(Errno::ENXIO));
         let c = r.run(&TUR, 1000).unwrap();
         assert_eq!(c.host_status, 0);
-        assert_eq!(r.dm.messages.lock().as_slice(), ["fail_path 8:0"]);
-        assert_eq!((r.calls(0), r.calls(16)), (1, 1));
+        // The daemon's probe (a second call on 8:0) confirms it: failed in device-mapper.
+        assert_eq!(r.dm_messages(1), ["fail_path 8:0"]);
+        r.probes_done();
+        assert_eq!((r.calls(0), r.calls(16)), (2, 1));
         // the failed path is skipped from now on
         r.run(&TUR, 1000).unwrap();
-        assert_eq!((r.calls(0), r.calls(16)), (1, 2));
+        assert_eq!((r.calls(0), r.calls(16)), (2, 2));
     }
 
     #[test]
@@ -751,6 +910,8 @@ mod tests {
             r.engine.execute(&mut cmd, &mut attempt),
             Step::Wait { .. }
         ));
+        assert_eq!(r.dm_messages(1), ["fail_path 8:16"]);
+        r.probes_done();
         // Next round: the failed path is not usable, the shortage remains: ENOMEM.
         assert!(matches!(
             r.engine.execute(&mut cmd, &mut attempt),
@@ -872,7 +1033,7 @@ mod tests {
         let c = r.run(&PR_OUT, 1000).unwrap();
         assert_eq!(c.host_status, host::DID_TIME_OUT);
         assert_eq!(r.calls(16), 0);
-        assert_eq!(r.dm.messages.lock().as_slice(), ["fail_path 8:0"]);
+        assert_eq!(r.dm_messages(1), ["fail_path 8:0"]);
     }
 
     #[test]

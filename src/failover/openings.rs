@@ -65,6 +65,15 @@ impl Openings {
         let _ = self.on_opened.set(f);
     }
 
+    /// Something about the map's paths changed outside device-mapper (a path open ended,
+    /// a probe gave its verdict): re-read before the next command, wake waiting ones.
+    pub fn wake(&self) {
+        self.changed.store(true, Ordering::Release);
+        if let Some(f) = self.on_opened.get() {
+            f();
+        }
+    }
+
     /// Whether an open of `dev` is under way.
     pub fn is_pending(&self, dev: DevT) -> bool {
         self.state.lock().pending.contains(&dev)

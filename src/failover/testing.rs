@@ -187,6 +187,33 @@ impl Rig {
     pub fn calls(&self, minor: u32) -> usize {
         self.paths[&minor].calls.load(Ordering::Relaxed)
     }
+    /// The messages device-mapper got, once there are `n` of them (the daemon's probes
+    /// run in the background); panics after 10 s.
+    pub fn dm_messages(&self, n: usize) -> Vec<String> {
+        let t = std::time::Instant::now();
+        loop {
+            let m = self.dm.messages.lock().clone();
+            if m.len() >= n {
+                return m;
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(10),
+                "device-mapper got {m:?}, not {n} message(s)"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    /// Waits until no probe of the map's paths is under way; panics after 10 s.
+    pub fn probes_done(&self) {
+        let t = std::time::Instant::now();
+        while self.engine.probing() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(10),
+                "a probe never ended"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
     pub fn run(&self, cdb: &[u8], timeout_ms: u32) -> Result<Completion, Errno> {
         let mut cmd = PathCommand {
             cdb,

@@ -32,3 +32,21 @@ for dev in "$sg" "$node"; do
 	out=$("$CREDS" "$dev")
 	assert_eq "$dev: the opener and its threads may, a forked child may not" "$want" "$out"
 done
+
+step "a caller's own short timeout fails no path in device-mapper"
+# Every command takes 2 s (scsi_debug delay, in jiffies of CONFIG_HZ=250); the caller's
+# READ allows 1 s, so it times out on the path it is sent to (DID_TIME_OUT). The daemon's
+# probe of that path (a TEST UNIT READY at 10 s) answers: both paths stay active. Before
+# the probe, the daemon failed the path in device-mapper on the caller's say-so.
+hz_delay=500
+echo "$hz_delay" >/sys/bus/pseudo/drivers/scsi_debug/delay
+out=$(sg_raw -t 1 -R -r 512 "$node" 28 00 00 00 00 08 00 00 01 00 2>&1) || true
+say "the caller's READ: $(printf '%s' "$out" | tr '\n' ' ' | cut -c1-160)"
+sleep 3 # the probe (2 s) answers
+echo 0 >/sys/bus/pseudo/drivers/scsi_debug/delay
+mpathsg_log_has "probing the path before failing it" || die "no path error was seen: the check proves nothing"
+mpathsg_log_has "the path answers its probe" || die "the probe did not answer"
+for p in "$a" "$b"; do
+	assert_eq "$p still active in device-mapper" A "$(map_path_state mpatha "$p")"
+done
+assert_ok "the node serves the next caller" sg_turs "$node"
