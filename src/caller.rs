@@ -109,12 +109,17 @@ impl CallerMemory for ProcessMemory {
 /// The thread group (process) of thread `tid`, from /proc/<tid>/status; None for a thread
 /// the daemon cannot see.
 pub fn thread_group(tid: Tid) -> Option<u32> {
-    let tid = tid.visible()?;
+    status_field(tid.visible()?, "Tgid:")?.parse().ok()
+}
+
+/// One field of /proc/<tid>/status ("Tgid:", "CapEff:"), trimmed; None when the file
+/// cannot be read or has no such field.
+fn status_field(tid: u32, name: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.trim().to_string())
 }
 
 /// A process, told apart from a later one that reuses its pid by its start time
@@ -164,13 +169,8 @@ pub fn has_capability(tid: Tid, cap: u32) -> bool {
     if !in_daemon_user_namespace(tid) {
         return false;
     }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    status_field(tid, "CapEff:")
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
         .is_some_and(|caps| cap < 64 && caps & (1 << cap) != 0)
 }
 

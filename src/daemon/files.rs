@@ -56,11 +56,14 @@ impl Opener {
     /// it cannot see: the same process after an exec that kept its ids (docs/sg-compat.md).
     pub fn check(&self, caller: &Caller, process: Option<ProcessId>) -> Result<(), Errno> {
         match (self.process, process) {
-            (Some(a), Some(b)) if a == b && self.uid == caller.uid && self.gid == caller.gid => {
-                Ok(())
-            }
+            (Some(a), Some(b)) if a == b && self.same_ids(caller) => Ok(()),
             _ => Err(Errno::EPERM),
         }
+    }
+
+    /// The caller's uid and gid are the opener's.
+    fn same_ids(&self, caller: &Caller) -> bool {
+        self.uid == caller.uid && self.gid == caller.gid
     }
 }
 
@@ -158,7 +161,7 @@ impl OpenFile {
 
     /// sg_check_file_access() for a read() or write() on this file (see `Opener::check`).
     pub fn check_access(&self, caller: &Caller) -> Result<(), Errno> {
-        if caller.uid != self.opened_by.uid || caller.gid != self.opened_by.gid {
+        if !self.opened_by.same_ids(caller) {
             return Err(Errno::EPERM);
         }
         let thread = thread_start_ticks(caller.tid).map(|t| (caller.tid.0, t));

@@ -225,7 +225,8 @@ impl Engine {
         self.stale.store(true, Ordering::Release);
     }
 
-    /// Whether a probe of one of the map's paths is under way (tests, status).
+    /// Whether a probe of one of the map's paths is under way.
+    #[cfg(test)]
     pub fn probing(&self) -> bool {
         self.stats
             .lock()
