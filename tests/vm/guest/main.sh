@@ -2,10 +2,11 @@
 # Runs inside the lab VM (started by tests/vm/run): prepares the kernel, then runs each
 # scenario in a fresh topology and records its verdict in $LAB_OUT/results.
 #
-# usage: main.sh OUTDIR SCENARIO_FILE...
+# usage: main.sh OUTDIR   (OUTDIR/scenarios: the scenario files, one per line, each
+#                          optionally followed by @rounds)
 set -u
 LAB_OUT=$1
-shift
+mapfile -t scenarios <"$LAB_OUT/scenarios"
 LAB_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export LAB_OUT LAB_ROOT
 . "$LAB_ROOT/guest/prepare.sh"
@@ -13,7 +14,7 @@ results=$LAB_OUT/results
 
 pass=0
 fail=0
-for scenario in "$@"; do
+for scenario in "${scenarios[@]}"; do
 	# FILE@rounds: the daemon serves SG_IO in CUSE's retry rounds (mpathsg_start adds it).
 	LAB_DAEMON_ARGS=
 	case $scenario in
