@@ -14,7 +14,7 @@ use super::node::MapNode;
 use super::timer::Timer;
 use super::{Options, DEV_DIR};
 use crate::cuse::{CuseDevice, DeviceSpec, PoolConfig, ThreadBudget};
-use crate::dm::{DevT, DmControl, DmDevice, DmKind};
+use crate::dm::{DevT, DmControl, DmDevice, DmKind, MapId};
 use crate::failover::{Engine, PathOpener};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -106,7 +106,12 @@ fn publish(
     major: u32,
     minor: u32,
 ) -> std::io::Result<Published> {
-    let mut engine = Engine::new(&d.name, dm.clone(), opener.clone())?;
+    let id = MapId {
+        name: d.name.clone(),
+        uuid: uuid.to_string(),
+        dev: d.dev,
+    };
+    let mut engine = Engine::new(id, dm.clone(), opener.clone())?;
     engine.refresh_interval = BACKSTOP_REFRESH;
     let engine = Arc::new(engine);
     let map = Arc::new(MapState::new(

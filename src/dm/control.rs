@@ -3,8 +3,27 @@
 
 use super::message::Message;
 use super::model::DevT;
-use devicemapper::{DevId, DmFlags, DmName, DmOptions, DM};
+use devicemapper::{DevId, DeviceInfo, DmFlags, DmName, DmOptions, DmResult, DmUuid, DM};
+use std::fmt;
 use std::io;
+
+/// The map a node stands for: a device, not a name. A map renamed, and a new map made
+/// under the old name, is another LU: the daemon addresses device-mapper by the map's uuid
+/// where it has one (unique, kept across a rename), else by name, and checks the device
+/// number in every answer, so that a command never runs on a table that is not its map's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapId {
+    pub name: String,
+    /// Empty if the map has none (maps made with dmsetup without --uuid).
+    pub uuid: String,
+    pub dev: DevT,
+}
+
+impl fmt::Display for MapId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
 
 /// A multipath map as device-mapper lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,12 +74,13 @@ pub trait DmControl: Send + Sync {
         }
         Ok(maps)
     }
-    /// The multipath target's table parameters.
-    fn table(&self, map: &str) -> io::Result<String>;
-    /// The multipath target's status parameters.
-    fn status(&self, map: &str) -> io::Result<String>;
-    /// A multipath target message (at sector 0).
-    fn message(&self, map: &str, msg: &Message) -> io::Result<()>;
+    /// The multipath target's table parameters; NotFound if `map`'s device is gone (its
+    /// name may now be another device's).
+    fn table(&self, map: &MapId) -> io::Result<String>;
+    /// The multipath target's status parameters (NotFound as for `table`).
+    fn status(&self, map: &MapId) -> io::Result<String>;
+    /// A multipath target message (at sector 0), to `map`'s device only.
+    fn message(&self, map: &MapId, msg: &Message) -> io::Result<()>;
 }
 
 pub struct KernelDm {
@@ -93,19 +113,35 @@ impl KernelDm {
         Ok(KernelDm { dm })
     }
 
-    fn target(&self, map: &str, flags: DmFlags) -> io::Result<Option<(String, String)>> {
-        let name = DmName::new(map).map_err(|e| dm_err("name", map, e))?;
-        let (_, targets) = self
-            .dm
-            .table_status(&DevId::Name(name), DmOptions::default().set_flags(flags))
-            .map_err(|e| dm_err("table status", map, e))?;
+    /// Runs `f` with the id device-mapper knows `map` by: its uuid, else its name.
+    fn with_id<T>(
+        map: &MapId,
+        what: &str,
+        f: impl FnOnce(&DevId<'_>) -> DmResult<T>,
+    ) -> io::Result<T> {
+        let r = if map.uuid.is_empty() {
+            let name = DmName::new(&map.name).map_err(|e| dm_err("name", &map.name, e))?;
+            f(&DevId::Name(name))
+        } else {
+            let uuid = DmUuid::new(&map.uuid).map_err(|e| dm_err("uuid", &map.name, e))?;
+            f(&DevId::Uuid(uuid))
+        };
+        r.map_err(|e| dm_err(what, &map.name, e))
+    }
+
+    fn target(&self, map: &MapId, flags: DmFlags) -> io::Result<Option<(String, String)>> {
+        let (info, targets) = Self::with_id(map, "table status", |id| {
+            self.dm
+                .table_status(id, DmOptions::default().set_flags(flags))
+        })?;
+        same_device(map, &info)?;
         Ok(match targets.as_slice() {
             [(_, _, kind, params)] => Some((kind.clone(), params.clone())),
             _ => None,
         })
     }
 
-    fn multipath_params(&self, map: &str, flags: DmFlags) -> io::Result<String> {
+    fn multipath_params(&self, map: &MapId, flags: DmFlags) -> io::Result<String> {
         match self.target(map, flags)? {
             Some((kind, params)) if kind == "multipath" => Ok(params),
             _ => Err(io::Error::new(
@@ -114,6 +150,21 @@ impl KernelDm {
             )),
         }
     }
+}
+
+/// NotFound unless the device that answered is `map`'s.
+fn same_device(map: &MapId, info: &DeviceInfo) -> io::Result<()> {
+    let d = info.device();
+    if (d.major, d.minor) == (map.dev.major, map.dev.minor) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "map {map} ({}) is gone: its name now belongs to device {}:{}",
+            map.dev, d.major, d.minor
+        ),
+    ))
 }
 
 impl DmControl for KernelDm {
@@ -157,19 +208,25 @@ impl DmControl for KernelDm {
         })
     }
 
-    fn table(&self, map: &str) -> io::Result<String> {
+    fn table(&self, map: &MapId) -> io::Result<String> {
         self.multipath_params(map, DmFlags::DM_STATUS_TABLE)
     }
 
-    fn status(&self, map: &str) -> io::Result<String> {
+    fn status(&self, map: &MapId) -> io::Result<String> {
         self.multipath_params(map, DmFlags::empty())
     }
 
-    fn message(&self, map: &str, msg: &Message) -> io::Result<()> {
-        let name = DmName::new(map).map_err(|e| dm_err("name", map, e))?;
-        self.dm
-            .target_msg(&DevId::Name(name), Some(0), &msg.to_string())
-            .map(|_| ())
-            .map_err(|e| dm_err(&format!("message '{msg}'"), map, e))
+    fn message(&self, map: &MapId, msg: &Message) -> io::Result<()> {
+        if map.uuid.is_empty() {
+            // By name: make sure the name is still this map's first. (A message meant for
+            // a renamed map that reached a new one under its name in the instant between
+            // would name a path that map does not have, and be refused.)
+            let info = Self::with_id(map, "info", |id| self.dm.device_info(id))?;
+            same_device(map, &info)?;
+        }
+        Self::with_id(map, &format!("message '{msg}'"), |id| {
+            self.dm.target_msg(id, Some(0), &msg.to_string())
+        })
+        .map(|_| ())
     }
 }

@@ -5,6 +5,6 @@ pub mod control;
 pub mod message;
 pub mod model;
 
-pub use control::{DmControl, DmDevice, DmKind, KernelDm, MapInfo};
+pub use control::{DmControl, DmDevice, DmKind, KernelDm, MapId, MapInfo};
 pub use message::Message;
 pub use model::{DevT, GroupState, MultipathStatus, MultipathTable};

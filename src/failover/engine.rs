@@ -12,7 +12,7 @@
 use super::openings::{OpenedPath, Openings, PathOpener};
 use super::policy::safe_to_repeat;
 use crate::clock::Coarse;
-use crate::dm::{DevT, DmControl, GroupState, Message, MultipathStatus, MultipathTable};
+use crate::dm::{DevT, DmControl, GroupState, MapId, Message, MultipathStatus, MultipathTable};
 use crate::errno::Errno;
 use crate::path::{PathCommand, PathError, PathInfo};
 use crate::scsi::classify::{classify_completion, classify_errno, classify_lost, host, Verdict};
@@ -160,7 +160,8 @@ enum Open {
 }
 
 pub struct Engine {
-    map: String,
+    /// The map's device (addressed by uuid or name, its device number checked).
+    map: MapId,
     dm: Arc<dyn DmControl>,
     openings: Arc<Openings>,
     snapshot: Mutex<Arc<Snapshot>>,
@@ -183,12 +184,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(map: &str, dm: Arc<dyn DmControl>, opener: Arc<PathOpener>) -> io::Result<Engine> {
+    pub fn new(map: MapId, dm: Arc<dyn DmControl>, opener: Arc<PathOpener>) -> io::Result<Engine> {
         let stale = Arc::new(AtomicBool::new(false));
         let engine = Engine {
-            map: map.to_string(),
+            openings: Openings::new(&map.name, opener, stale.clone()),
+            map,
             dm,
-            openings: Openings::new(map, opener, stale.clone()),
             snapshot: Mutex::new(Arc::new(Snapshot {
                 limits: Limits::default(),
                 groups: vec![],
@@ -210,7 +211,7 @@ impl Engine {
     }
 
     pub fn map(&self) -> &str {
-        &self.map
+        &self.map.name
     }
 
     /// Sets what is called when a path new to the map has been opened (once): commands
@@ -463,6 +464,17 @@ impl Engine {
                     local_error = Some(Errno::EINVAL);
                     continue;
                 }
+                // The caller's timeout bounds the command across every path it is sent
+                // on, not each send (sg's bounds its one path): a repeat gets what is
+                // left, and nothing is sent once it is spent.
+                if attempt.sent > 0 {
+                    let left = attempt.deadline.since(Coarse::now());
+                    if left.is_zero() {
+                        return self.time_spent(cmd, attempt);
+                    }
+                    cmd.timeout_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
+                }
+                attempt.sent += 1;
                 p.stats.commands.fetch_add(1, Ordering::Relaxed);
                 let (result, verdict) = match io.execute(cmd) {
                     Ok(c) => (
@@ -499,6 +511,9 @@ impl Engine {
                             return Step::Done(attempt.stamp(result));
                         }
                         p.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(c) = result {
+                            attempt.last_path_error = Some(c);
+                        }
                     }
                     Verdict::RetryLater { reason } => {
                         tracing::info!(map = %self.map, path = %p.name(), reason, "retrying");
@@ -517,8 +532,11 @@ impl Engine {
                 retry_later = true;
             }
             let now = Coarse::now();
-            if now >= attempt.deadline || self.closing.load(Ordering::Relaxed) {
+            if self.closing.load(Ordering::Relaxed) {
                 return self.no_path(cmd, attempt);
+            }
+            if now >= attempt.deadline {
+                return self.time_spent(cmd, attempt);
             }
             // Every usable path of this snapshot was tried: look again, someone may have
             // reinstated a path or reloaded the map.
@@ -565,7 +583,7 @@ impl Engine {
                 Step::Wait { retry_at } => {
                     std::thread::sleep(retry_at.since(Coarse::now()));
                     if Coarse::now() >= attempt.deadline {
-                        if let Step::Done(r) = self.no_path(cmd, &attempt) {
+                        if let Step::Done(r) = self.time_spent(cmd, &attempt) {
                             return r;
                         }
                     }
@@ -582,6 +600,23 @@ impl Engine {
             "no usable path left; completing with DID_TRANSPORT_DISRUPTED"
         );
         Step::Done(attempt.stamp(Ok(transport_disrupted())))
+    }
+
+    /// The caller's timeout is spent: the SCSI result of the last path that failed the
+    /// command (as sg answers a command that timed out on its one path: DID_TIME_OUT,
+    /// say); if no path gave one (each refused it before issuing it), no path.
+    pub fn time_spent(&self, cmd: &PathCommand<'_>, attempt: &Attempt) -> Step {
+        match attempt.last_path_error {
+            Some(r) => {
+                tracing::warn!(
+                    map = %self.map,
+                    command = format_args!("{:#04x}", cmd.cdb.first().copied().unwrap_or(0)),
+                    "the command's timeout is spent; the caller gets the last path's result"
+                );
+                Step::Done(attempt.stamp(Ok(r)))
+            }
+            None => self.no_path(cmd, attempt),
+        }
     }
 
     /// Whether the snapshot was taken after `t` and no event came since.
@@ -658,6 +693,11 @@ pub struct Attempt {
     tried: Vec<DevT>,
     /// Waits so far.
     pub waits: u32,
+    /// Times the command was sent on a path.
+    pub sent: u32,
+    /// The SCSI result of the last path that failed it: the answer once the timeout is
+    /// spent.
+    last_path_error: Option<Completion>,
     /// When the snapshot this command last tried was taken.
     parked_at: Coarse,
 }
@@ -674,6 +714,8 @@ impl Attempt {
             deadline: started + budget,
             tried: Vec::new(),
             waits: 0,
+            sent: 0,
+            last_path_error: None,
             parked_at: started,
         }
     }
@@ -1038,11 +1080,73 @@ mod tests {
     }
 
     #[test]
-    fn unsafe_command_not_delivered_is_retried() {
+    fn a_host_byte_error_may_have_executed_so_an_unsafe_command_is_not_repeated() {
+        // COMPARE AND WRITE after DID_REQUEUE: the LLD may have taken it back after the
+        // LU wrote; a repeat would miscompare against its own write.
+        const COMPARE_AND_WRITE: [u8; 16] = [0x89, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0];
+        for (cdb, h) in [
+            (&COMPARE_AND_WRITE[..], host::DID_REQUEUE),
+            (&PR_OUT[..], host::DID_NO_CONNECT),
+            (&PR_OUT[..], host::DID_IMM_RETRY),
+            (&PR_OUT[..], host::DID_BUS_BUSY),
+            (&PR_OUT[..], host::DID_TRANSPORT_FAILFAST),
+        ] {
+            let r = rig(&[&[0], &[16]], false);
+            r.behave(0, move |_| host_status(h));
+            assert_eq!(r.run(cdb, 1000).unwrap().host_status, h, "host {h:#x}");
+            assert_eq!(
+                r.calls(16),
+                0,
+                "{:#x} after host {h:#x} not repeated",
+                cdb[0]
+            );
+        }
+    }
+
+    #[test]
+    fn a_repeat_gets_what_is_left_of_the_timeout() {
         let r = rig(&[&[0], &[16]], false);
-        r.behave(0, |_| host_status(host::DID_NO_CONNECT));
-        assert_eq!(r.run(&PR_OUT, 1000).unwrap().host_status, 0);
-        assert_eq!(r.calls(16), 1);
+        r.behave(0, |_| {
+            std::thread::sleep(Duration::from_millis(300));
+            host_status(host::DID_TIME_OUT)
+        });
+        let seen = Arc::new(Mutex::new(vec![]));
+        let s = seen.clone();
+        r.behave_io(16, move |c| {
+            s.lock().push(c.timeout_ms);
+            Ok(Completion::default())
+        });
+        assert_eq!(r.run(&READ_10, 1000).unwrap().host_status, 0);
+        let seen = seen.lock().clone();
+        assert_eq!(seen.len(), 1);
+        // 1000 ms less the 300 the first path took (the coarse clock ticks in ms).
+        assert!(
+            (600..=710).contains(&seen[0]),
+            "the repeat got {} ms",
+            seen[0]
+        );
+    }
+
+    #[test]
+    fn nothing_is_sent_once_the_timeout_is_spent() {
+        let r = rig(&[&[0], &[16]], false);
+        r.behave(0, |_| {
+            std::thread::sleep(Duration::from_millis(150));
+            host_status(host::DID_TIME_OUT)
+        });
+        let t = Instant::now();
+        let c = r.run(&READ_10, 100).unwrap();
+        assert_eq!(
+            c.host_status,
+            host::DID_TIME_OUT,
+            "the one path's answer, as on sg"
+        );
+        assert_eq!(
+            r.calls(16),
+            0,
+            "no path is tried after the caller's timeout"
+        );
+        assert!(t.elapsed() < Duration::from_millis(1000));
     }
 
     #[test]
@@ -1176,6 +1280,29 @@ mod tests {
         r.behave(0, |_| Err(Errno::ENODEV));
         assert_eq!(r.run(&PR_OUT, 1000).unwrap().host_status, 0);
         assert_eq!(r.calls(16), 1, "PR OUT moved to the next path");
+    }
+
+    #[test]
+    fn a_map_replaced_under_its_name_is_not_used_for_a_retry() {
+        // mpatha renamed, a new map (another LU, reached through path 16 only) made as
+        // mpatha: the command's retry after the path error must not read the new map's
+        // table and run there.
+        let r = rig(&[&[0], &[16]], false);
+        r.dm.set(16, false);
+        r.engine.refresh().unwrap();
+        let dm = r.dm.clone();
+        r.behave(0, move |_| {
+            *dm.dev.lock() = DevT {
+                major: 253,
+                minor: 7,
+            };
+            dm.paths.lock().retain(|p| p.1.minor == 16);
+            dm.set(16, true);
+            Err(Errno::ENODEV)
+        });
+        let c = r.run(&READ_10, 1000).unwrap();
+        assert_eq!(c.host_status, host::DID_TRANSPORT_DISRUPTED);
+        assert_eq!(r.calls(16), 0, "the new map's path was used");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::engine::Engine;
 use super::openings::PathOpener;
-use crate::dm::{DevT, DmControl, DmDevice, DmKind, Message};
+use crate::dm::{DevT, DmControl, DmDevice, DmKind, MapId, Message};
 use crate::errno::Errno;
 use crate::path::{PathCommand, PathError, PathInfo, PathIo};
 use crate::sg::header::{Completion, Direction};
@@ -20,6 +20,9 @@ pub struct FakeDm {
     /// (group, dev, active)
     pub paths: Mutex<Vec<(usize, DevT, bool)>>,
     pub messages: Mutex<Vec<String>>,
+    /// The device that holds the map's name now (253:0, as `mapid`): another one stands
+    /// for a map renamed and a new one made under its name.
+    pub dev: Mutex<DevT>,
 }
 
 impl FakeDm {
@@ -34,6 +37,7 @@ impl FakeDm {
             queue: Mutex::new(queue),
             paths: Mutex::new(paths),
             messages: Mutex::new(vec![]),
+            dev: Mutex::new(mapid("").dev),
         })
     }
     pub fn set(&self, minor: u32, active: bool) {
@@ -41,6 +45,17 @@ impl FakeDm {
             if p.1.minor == minor {
                 p.2 = active;
             }
+        }
+    }
+}
+
+impl FakeDm {
+    /// As KernelDm: NotFound when the name answers for another device.
+    fn same_device(&self, map: &MapId) -> io::Result<()> {
+        if *self.dev.lock() == map.dev {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::NotFound, "map is gone"))
         }
     }
 }
@@ -56,7 +71,8 @@ impl DmControl for FakeDm {
     fn kind(&self, _: &str) -> io::Result<DmKind> {
         Ok(DmKind::NoTable)
     }
-    fn table(&self, _: &str) -> io::Result<String> {
+    fn table(&self, map: &MapId) -> io::Result<String> {
+        self.same_device(map)?;
         let paths = self.paths.lock();
         let mut s = if *self.queue.lock() {
             "1 queue_if_no_path 0".to_string()
@@ -74,7 +90,8 @@ impl DmControl for FakeDm {
         }
         Ok(s)
     }
-    fn status(&self, _: &str) -> io::Result<String> {
+    fn status(&self, map: &MapId) -> io::Result<String> {
+        self.same_device(map)?;
         let paths = self.paths.lock();
         let mut s = format!("2 0 0 0 {} 1", ngroups(&paths));
         for g in 0..ngroups(&paths) {
@@ -92,7 +109,8 @@ impl DmControl for FakeDm {
         }
         Ok(s)
     }
-    fn message(&self, _: &str, msg: &Message) -> io::Result<()> {
+    fn message(&self, map: &MapId, msg: &Message) -> io::Result<()> {
+        self.same_device(map)?;
         self.messages.lock().push(msg.to_string());
         match *msg {
             Message::FailPath(dev) => self.set(dev.minor, false),
@@ -117,6 +135,18 @@ impl PathIo for FakePath {
         // Not called under the lock: a behaviour may block or panic.
         let b = self.behaviour.lock().clone();
         b(cmd)
+    }
+}
+
+/// The id of a fake map (device 253:0, no uuid).
+pub fn mapid(name: &str) -> MapId {
+    MapId {
+        name: name.to_string(),
+        uuid: String::new(),
+        dev: DevT {
+            major: 253,
+            minor: 0,
+        },
     }
 }
 
@@ -159,7 +189,7 @@ pub fn rig(groups: &[&[u32]], queue: bool) -> Rig {
         };
         Ok((info, p as Arc<dyn PathIo>))
     });
-    let mut engine = Engine::new("mpatha", dm.clone(), opener).unwrap();
+    let mut engine = Engine::new(mapid("mpatha"), dm.clone(), opener).unwrap();
     engine.queue_poll = Duration::from_millis(5);
     engine.transition_poll = Duration::from_millis(5);
     Rig { dm, paths, engine }
