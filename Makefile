@@ -24,11 +24,12 @@ build: clients
 	$(CARGO) build --release --locked --all-targets
 
 # Test clients for the lab: the sg ABI probers, native and 32-bit (compat ioctls), the
-# benchmark, the hoarder (data budget) and the isolation checker (per-thread buffers).
+# benchmark, the hoarder (data budget), the isolation checker (per-thread buffers), the
+# credentials checker, and seccomp_exec (the unit's system call filter, lib/unit-sandbox).
 CLIENTS := target/clients/sgio_probe target/clients/sgio_probe32 target/clients/sgio_bench \
 	target/clients/sg_async_probe target/clients/sg_async_probe32 target/clients/hoard \
 	target/clients/sg_isolation target/clients/sgio_pingpong \
-	target/clients/sg_creds
+	target/clients/sg_creds target/clients/seccomp_exec
 clients: $(CLIENTS)
 # Each client from its own source; NAME32 is NAME built for 32-bit callers (compat path).
 target/clients/%32: tests/vm/clients/%.c

@@ -303,23 +303,36 @@ SGIO_PROBE=$LAB_REPO/target/clients/sgio_probe
 SGIO_PROBE32=$LAB_REPO/target/clients/sgio_probe32
 SG_ASYNC_PROBE=$LAB_REPO/target/clients/sg_async_probe
 SG_ASYNC_PROBE32=$LAB_REPO/target/clients/sg_async_probe32
+export SECCOMP_EXEC=$LAB_REPO/target/clients/seccomp_exec
+# The daemon runs as the shipped unit runs it (capability bounding set, NoNewPrivileges,
+# system call filter, LimitNOFILE, OOMScoreAdjust: lib/unit-sandbox), unless
+# LAB_DAEMON_SANDBOX=none.
+MPATHSG_UNIT=$LAB_REPO/systemd/mpath-sgd.service
 
 # mpathsg_start [ARGS...]: run the daemon in the background (its log in
 # $LAB_OUT/<scenario>-mpath-sgd.log) and wait until it serves its maps. $LAB_DAEMON_ARGS
-# (set by the runner for SCENARIO@rounds) comes first.
+# (set by the runner for SCENARIO@rounds) comes first. The daemon runs under the unit's
+# sandbox (lib/unit-sandbox) unless LAB_DAEMON_SANDBOX=none.
 mpathsg_start() {
 	[ -x "$MPATH_SGD" ] || die "$MPATH_SGD is not built (make build)"
+	local sandbox=()
+	case ${LAB_DAEMON_SANDBOX:-unit} in
+	unit) sandbox=("$LAB_ROOT/lib/unit-sandbox" "$MPATHSG_UNIT" --) ;;
+	none) ;;
+	*) die "LAB_DAEMON_SANDBOX must be unit or none" ;;
+	esac
 	MPATHSG_LOG=$LAB_OUT/${LAB_SCENARIO:-manual}-mpath-sgd.log
 	mkdir -p /run/mpath-sg/state
 	local before
 	before=$(grep -c "serving" "$MPATHSG_LOG" 2>/dev/null || true)
 	# shellcheck disable=SC2086 # LAB_DAEMON_ARGS: words for the daemon (the runner's mode)
-	"$MPATH_SGD" --state-dir /run/mpath-sg/state ${LAB_DAEMON_ARGS:-} "$@" >>"$MPATHSG_LOG" 2>&1 &
+	"${sandbox[@]}" "$MPATH_SGD" --state-dir /run/mpath-sg/state ${LAB_DAEMON_ARGS:-} "$@" >>"$MPATHSG_LOG" 2>&1 &
 	MPATHSG_PID=$!
 	local i
 	for ((i = 0; i < 300; i++)); do
 		kill -0 "$MPATHSG_PID" 2>/dev/null || {
 			tail -n 20 "$MPATHSG_LOG" >&2
+			mpathsg_seccomp_kills >&2
 			die "mpath-sgd exited during start"
 		}
 		if [ "$(grep -c "serving" "$MPATHSG_LOG")" -gt "${before:-0}" ]; then
@@ -335,6 +348,12 @@ mpathsg_start() {
 	die "mpath-sgd did not report serving within 30 s"
 }
 
+# mpathsg_seccomp_kills: the kernel's audit lines for processes the system call filter
+# killed (SECCOMP_RET_KILL_PROCESS is logged), naming the call.
+mpathsg_seccomp_kills() {
+	dmesg | grep -a 'type=1326' | tail -n 5 || true
+}
+
 # mpathsg_stop: SIGTERM; the daemon must exit 0 within 10 s and its nodes must be gone.
 mpathsg_stop() {
 	[ -n "${MPATHSG_PID:-}" ] || return 0
@@ -347,7 +366,10 @@ mpathsg_stop() {
 	kill -0 "$MPATHSG_PID" 2>/dev/null && die "mpath-sgd still running 10 s after SIGTERM"
 	wait "$MPATHSG_PID" || rc=$?
 	MPATHSG_PID=
-	[ "$rc" -eq 0 ] || die "mpath-sgd exited $rc after SIGTERM (log: $MPATHSG_LOG)"
+	[ "$rc" -eq 0 ] || {
+		mpathsg_seccomp_kills >&2
+		die "mpath-sgd exited $rc after SIGTERM (log: $MPATHSG_LOG)"
+	}
 	if compgen -G "/dev/mpath-sg/*" >/dev/null; then
 		die "nodes left after the daemon exited: $(ls /dev/mpath-sg)"
 	fi

@@ -11,10 +11,12 @@ sg=$(lab_sg_of "$a")
 node=/dev/mpath-sg/mpatha
 mpathsg_start
 
+# probe WHAT COMMAND...: COMMAND DEVICE on the path's sg node and on the node, compared.
 probe() {
-	local what=$1 prog=$2
-	timeout 120 "$prog" "$sg" >"$LAB_OUT/async-$what-sg.txt" 2>&1 || die "$what: probe on $sg failed: $(tail -n 3 "$LAB_OUT/async-$what-sg.txt")"
-	timeout 120 "$prog" "$node" >"$LAB_OUT/async-$what-node.txt" 2>&1 || die "$what: probe on the node failed: $(tail -n 3 "$LAB_OUT/async-$what-node.txt")"
+	local what=$1
+	shift
+	timeout 120 "$@" "$sg" >"$LAB_OUT/async-$what-sg.txt" 2>&1 || die "$what: probe on $sg failed: $(tail -n 3 "$LAB_OUT/async-$what-sg.txt")"
+	timeout 120 "$@" "$node" >"$LAB_OUT/async-$what-node.txt" 2>&1 || die "$what: probe on the node failed: $(tail -n 3 "$LAB_OUT/async-$what-node.txt")"
 	if ! diff -u "$LAB_OUT/async-$what-sg.txt" "$LAB_OUT/async-$what-node.txt" >"$LAB_OUT/async-$what.diff"; then
 		cat "$LAB_OUT/async-$what.diff" >&2
 		die "$what: the node differs from $sg"
@@ -42,6 +44,20 @@ probe compat "$SG_ASYNC_PROBE32"
 out=$(cat "$LAB_OUT/async-compat-node.txt")
 assert_match "32-bit: a write() of the 64-byte header is refused, as by sg in 6.1" "^write-sizeof-header +ret=-1 errno=EINVAL" "$out"
 assert_match "32-bit: INQUIRY completed through write()/read()" "^read-inquiry +ret=64 errno=0 pack_id=101 status=0 " "$out"
+
+step "the asynchronous interface, 32-bit caller that is not root"
+# The daemon runs under the unit's capabilities (lib/unit-sandbox): what it learns from
+# /proc/<tid>/syscall (the caller's layout, its read buffer under FORCE_PACK_ID) must still
+# be readable for a caller of another uid.
+owners=$(stat -c %u:%g "$sg" "$node")
+chown 65534:65534 "$sg" "$node"
+probe compat-nobody setpriv --reuid=65534 --regid=65534 --clear-groups -- "$SG_ASYNC_PROBE32"
+chown "$(sed -n 1p <<<"$owners")" "$sg"
+chown "$(sed -n 2p <<<"$owners")" "$node"
+out=$(cat "$LAB_OUT/async-compat-nobody-node.txt")
+assert_match "32-bit, uid 65534: INQUIRY completed through write()/read()" "^read-inquiry +ret=64 errno=0 pack_id=101 status=0 " "$out"
+assert_match "32-bit, uid 65534: FORCE_PACK_ID picked pack_id 30 first" "^read-pack-30 +ret=64 errno=0 pack_id=30 " "$out"
+assert_match "32-bit, uid 65534: data written with write() reads back" "^read-back-equals-written +yes" "$out"
 
 step "fio's sg engine on the node: random reads at iodepth 16"
 # fio --ioengine=sg on a character device queues with write() and reaps with read()

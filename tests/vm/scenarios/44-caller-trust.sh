@@ -34,15 +34,18 @@ for dev in "$sg" "$node"; do
 done
 
 step "a caller's own short timeout fails no path in device-mapper"
-# Every command takes 2 s (scsi_debug delay, in jiffies of CONFIG_HZ=250); the caller's
-# READ allows 1 s, so it times out on the path it is sent to (DID_TIME_OUT). The daemon's
-# probe of that path (a TEST UNIT READY at 10 s) answers: both paths stay active. Before
-# the probe, the daemon failed the path in device-mapper on the caller's say-so.
-hz_delay=500
+# Every command takes 5 s (scsi_debug delay, in jiffies of CONFIG_HZ=250); the caller's
+# READ allows 1 s, so it times out on the path it is sent to (DID_TIME_OUT). (Not 2 s: the
+# block layer's timeout timer is rounded up to a whole second, so a 1 s timeout fires
+# between 1 and 2 s after the start, and a 2 s delay raced it.) The daemon's probe of that
+# path (a TEST UNIT READY at 10 s) answers: both paths stay active. Before the probe, the
+# daemon failed the path in device-mapper on the caller's say-so.
+hz_delay=1250
 echo "$hz_delay" >/sys/bus/pseudo/drivers/scsi_debug/delay
 out=$(sg_raw -t 1 -R -r 512 "$node" 28 00 00 00 00 08 00 00 01 00 2>&1) || true
 say "the caller's READ: $(printf '%s' "$out" | tr '\n' ' ' | cut -c1-160)"
-sleep 3 # the probe (2 s) answers
+assert_match "the caller's READ timed out, as it does on sg" "DID_TIME_OUT" "$out"
+sleep 8 # the probe (5 s) answers
 echo 0 >/sys/bus/pseudo/drivers/scsi_debug/delay
 mpathsg_log_has "probing the path before failing it" || die "no path error was seen: the check proves nothing"
 mpathsg_log_has "the path answers its probe" || die "the probe did not answer"
