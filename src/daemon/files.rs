@@ -71,10 +71,9 @@ pub struct OpenFile {
     pub fh: FileHandle,
     /// The open(2) flags.
     pub flags: u32,
-    /// Who opened this file: read() and write() check it; the data budget charges it.
+    /// Who opened this file: read() and write() check it; the data budget charges its
+    /// `holder()`.
     pub opened_by: Opener,
-    /// Who holds this file's data, for the data budget.
-    pub opener: Holder,
     pub timeout_user: AtomicI32,
     pub reserved_size: AtomicI32,
     pub cmd_q: AtomicBool,
@@ -144,7 +143,6 @@ impl OpenFile {
             fh,
             flags,
             opened_by,
-            opener: opened_by.holder(),
             timeout_user: AtomicI32::new(SG_DEFAULT_TIMEOUT_USER),
             reserved_size: AtomicI32::new(reserved),
             cmd_q: AtomicBool::new(false),

@@ -415,7 +415,10 @@ pub fn write_command(
     } else {
         0
     };
-    let reservation = match map.budget.reserve(held, file.opener, &file.held) {
+    let reservation = match map
+        .budget
+        .reserve(held, file.opened_by.holder(), &file.held)
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(map = %map.engine.map(), bytes = held, "write(): data budget exhausted; ENOMEM");
@@ -528,7 +531,7 @@ fn hold(map: &Arc<MapState>, p: &Pending, data: &[u8]) -> Result<Held, Errno> {
         Front::Async(_) => None,
         _ => Some(
             map.budget
-                .reserve(data.len(), p.file.opener, &p.file.held)?,
+                .reserve(data.len(), p.file.opened_by.holder(), &p.file.held)?,
         ),
     };
     Ok(Held {

@@ -393,9 +393,7 @@ impl Engine {
                 if let Some(why) = confirmed {
                     tracing::warn!(map = %map, path = %entry.name(), reason = why,
                         "the probe confirms the path error: failing the path in device-mapper");
-                    if let Err(e) = dm.message(&map, &Message::FailPath(entry.dev)) {
-                        tracing::info!(map = %map, path = %entry.dev, "could not tell device-mapper: {e}");
-                    }
+                    fail_in_dm(&*dm, &map, entry.dev);
                 } else {
                     tracing::info!(map = %map, path = %entry.name(),
                         "the path answers its probe: not failed in device-mapper");
@@ -409,9 +407,7 @@ impl Engine {
             // No thread for a probe: the command's error is all the evidence there is.
             p.stats.probing.store(false, Ordering::Release);
             tracing::warn!(map = %self.map, path = %p.name(), "cannot start a probe ({e}): failing the path in device-mapper");
-            if let Err(e) = self.dm.message(&self.map, &Message::FailPath(p.dev)) {
-                tracing::info!(map = %self.map, path = %p.dev, "could not tell device-mapper: {e}");
-            }
+            fail_in_dm(&*self.dm, &self.map, p.dev);
         }
     }
 
@@ -476,14 +472,9 @@ impl Engine {
                 }
                 attempt.sent += 1;
                 p.stats.commands.fetch_add(1, Ordering::Relaxed);
-                let (result, verdict) = match io.execute(cmd) {
-                    Ok(c) => (
-                        Ok(c),
-                        classify_completion(c.status, c.host_status, &c.sense),
-                    ),
-                    Err(PathError::Refused(e)) => (Err(e), classify_errno(e)),
-                    Err(PathError::Lost(e)) => (Err(e), classify_lost(e)),
-                    Err(PathError::Local(e)) => {
+                let (result, verdict) = match answer(io.execute(cmd)) {
+                    Ok(answered) => answered,
+                    Err(e) => {
                         tracing::warn!(map = %self.map, path = %p.name(), errno = %e, "cannot send a command on this path");
                         match local_errno(e) {
                             Some(e) => local_error = Some(e),
@@ -625,6 +616,14 @@ impl Engine {
     }
 }
 
+/// `fail_path` for `dev` to device-mapper; a refusal (the map gone, the path already
+/// failed or no longer in the table) is only logged.
+fn fail_in_dm(dm: &dyn DmControl, map: &MapId, dev: DevT) {
+    if let Err(e) = dm.message(map, &Message::FailPath(dev)) {
+        tracing::info!(map = %map, path = %dev, "could not tell device-mapper: {e}");
+    }
+}
+
 /// How long the daemon's probe of a path may take: long enough for a busy but healthy
 /// path (multipathd's checkers default to 30 s; the block layer's SG_IO minimum is 7 s).
 const PROBE_TIMEOUT_MS: u32 = 10_000;
@@ -646,17 +645,27 @@ fn probe(io: &dyn crate::path::PathIo) -> Option<&'static str> {
         // The daemon's own: shares no reserve contents with any caller.
         owner: u64::MAX,
     };
-    let verdict = match io.execute(&mut cmd) {
-        Ok(c) => classify_completion(c.status, c.host_status, &c.sense),
-        Err(PathError::Refused(e)) => classify_errno(e),
-        Err(PathError::Lost(e)) => classify_lost(e),
-        // The daemon could not send it: says nothing about the path.
-        Err(PathError::Local(_)) => return None,
-    };
-    match verdict {
-        Verdict::PathError { reason, .. } => Some(reason),
+    match answer(io.execute(&mut cmd)) {
+        Ok((_, Verdict::PathError { reason, .. })) => Some(reason),
+        // The LU answered, or the daemon could not send it (which says nothing about
+        // the path).
         _ => None,
     }
+}
+
+/// What a path's answer to a command is for the caller, and what it means (the
+/// classification table); Err(errno) when the daemon could not send the command at all
+/// (`PathError::Local`: nothing reached the path).
+fn answer(r: Result<Completion, PathError>) -> Result<(Result<Completion, Errno>, Verdict), Errno> {
+    Ok(match r {
+        Ok(c) => (
+            Ok(c),
+            classify_completion(c.status, c.host_status, &c.sense),
+        ),
+        Err(PathError::Refused(e)) => (Err(e), classify_errno(e)),
+        Err(PathError::Lost(e)) => (Err(e), classify_lost(e)),
+        Err(PathError::Local(e)) => return Err(e),
+    })
 }
 
 /// What the caller gets when the daemon could not send its command (`PathError::Local`):

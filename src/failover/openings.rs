@@ -123,10 +123,7 @@ impl Openings {
             .spawn(move || {
                 let result = (this.opener)(dev);
                 if this.finish(dev, result, true).is_some() {
-                    this.changed.store(true, Ordering::Release);
-                    if let Some(f) = this.on_opened.get() {
-                        f();
-                    }
+                    this.wake();
                 }
             });
         if let Err(e) = spawned {
