@@ -1,6 +1,8 @@
 # mpath-sg: build, unit tests, and the real-kernel lab (tests/vm).
 #   make test   install what is missing (as root), build, lint, cargo test, the VM suite
 #   make demo   boot the lab and show a transcript of the daemon at work
+#   make fuzz   the randomized tests at FUZZ_CASES cases each (make test runs 256)
+#   make soak   the lab's soak at SOAK_SECONDS (make test runs a short one)
 #   make install / make uninstall   [DESTDIR=...] [PREFIX=/usr/local]
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -13,7 +15,7 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 UDEVRULESDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/udev/rules.d,/etc/udev/rules.d)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build clients lint unit lab test demo bench clean install uninstall install-check
+.PHONY: all deps build clients lint unit fuzz lab soak test demo bench clean install uninstall install-check
 
 all: build
 
@@ -45,6 +47,15 @@ lint:
 
 unit:
 	$(CARGO) test --release --locked
+
+# The randomized tests (every test module named `fuzz`: the CUSE request decoder, the
+# sg_io_hdr codec and both SG_IO front ends against one simulated caller, the request
+# list against a model, the DM table/status/message parsers with an allocation bound, the
+# /proc parsers, the classification). `make unit` runs them at proptest's 256 cases;
+# a failing case is saved under proptest-regressions/ and replayed first next time.
+FUZZ_CASES ?= 1000000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked fuzz
 
 # The VM suite; SCENARIOS="name ..." runs a subset.
 lab: build

@@ -436,3 +436,48 @@ mod tests {
         assert_eq!(BlockedSyscall::of(Tid(0)), None);
     }
 }
+
+/// Randomized tests of the /proc parsers (`cargo test fuzz`): a caller chooses its own
+/// command name (prctl PR_SET_NAME), which /proc/<pid>/stat prints as it is.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn stat_start_time_survives_any_command_name(
+            comm in "[^\\x00]{0,15}", start in any::<u64>(), fields in prop::collection::vec(any::<u32>(), 30),
+        ) {
+            let mut line = format!("4242 ({comm}) S");
+            for (i, f) in fields.iter().enumerate() {
+                // Field 4 onwards; field 22 is the start time.
+                if i + 4 == 22 {
+                    line += &format!(" {start}");
+                } else {
+                    line += &format!(" {f}");
+                }
+            }
+            line.push('\n');
+            prop_assert_eq!(stat_start_ticks(&line), Some(start));
+        }
+
+        #[test]
+        fn syscall_lines_parse_or_are_refused(
+            nr in any::<i64>(), args in any::<[u64; 6]>(), junk in "[ -~\n]{0,80}",
+        ) {
+            let mut line = format!("{nr}");
+            for a in args {
+                line += &format!(" 0x{a:x}");
+            }
+            line += " 0x7ffc0000 0x401000\n";
+            let parsed = BlockedSyscall::parse(&line);
+            if nr >= 0 {
+                prop_assert_eq!(parsed, Some(BlockedSyscall { nr, args }));
+            } else {
+                prop_assert_eq!(parsed, None);
+            }
+            let _ = BlockedSyscall::parse(&junk);
+        }
+    }
+}

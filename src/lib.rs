@@ -20,3 +20,6 @@ pub mod failover;
 pub mod path;
 pub mod scsi;
 pub mod sg;
+
+#[cfg(test)]
+mod alloc_probe;

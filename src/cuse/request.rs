@@ -249,3 +249,144 @@ mod tests {
         ));
     }
 }
+
+/// Randomized tests of the decoder (`cargo test fuzz`; PROPTEST_CASES sets the count).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::alloc_probe::largest_during;
+    use proptest::prelude::*;
+    use zerocopy::IntoBytes;
+
+    const OPCODES: [u32; 9] = [
+        opcode::CUSE_INIT,
+        opcode::OPEN,
+        opcode::RELEASE,
+        opcode::READ,
+        opcode::WRITE,
+        opcode::IOCTL,
+        opcode::POLL,
+        opcode::INTERRUPT,
+        25,
+    ];
+
+    /// A request as the kernel builds one: a header, the opcode's argument, a payload
+    /// whose size the argument states.
+    fn well_formed() -> impl Strategy<Value = (u32, Vec<u8>)> {
+        (
+            prop::sample::select(&OPCODES[..]),
+            any::<[u64; 6]>(),
+            prop::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(|(op, words, payload)| {
+                let w = |i: usize| words[i];
+                let mut body = Vec::new();
+                match op {
+                    opcode::WRITE => {
+                        let arg = ReadWriteIn {
+                            fh: w(0),
+                            offset: w(1),
+                            size: payload.len() as u32,
+                            op_flags: 0,
+                            lock_owner: w(2),
+                            flags: 0,
+                            padding: 0,
+                        };
+                        body.extend_from_slice(arg.as_bytes());
+                        body.extend_from_slice(&payload);
+                    }
+                    opcode::IOCTL => {
+                        let arg = IoctlIn {
+                            fh: w(0),
+                            flags: w(1) as u32,
+                            cmd: (w(1) >> 32) as u32,
+                            arg: w(2),
+                            in_size: payload.len() as u32,
+                            out_size: w(3) as u32,
+                        };
+                        body.extend_from_slice(arg.as_bytes());
+                        body.extend_from_slice(&payload);
+                    }
+                    _ => {
+                        // Every other argument is at most 40 bytes (READ); Unknown takes any body.
+                        for x in words {
+                            body.extend_from_slice(&x.to_ne_bytes());
+                        }
+                    }
+                }
+                let header = InHeader {
+                    len: (size_of::<InHeader>() + body.len()) as u32,
+                    opcode: op,
+                    unique: w(3),
+                    nodeid: 1,
+                    uid: w(0) as u32,
+                    gid: w(1) as u32,
+                    pid: w(2) as u32,
+                    padding: 0,
+                };
+                let mut buf = header.as_bytes().to_vec();
+                buf.extend_from_slice(&body);
+                (op, buf)
+            })
+    }
+
+    proptest! {
+        /// Any bytes at all: an error or a request that stays inside the buffer and inside
+        /// `len`, and no allocation (the decoder only borrows).
+        #[test]
+        fn any_bytes_decode_without_panic_or_allocation(
+            buf in prop::collection::vec(any::<u8>(), 0..512),
+            len_in_range in any::<bool>(),
+        ) {
+            let mut buf = buf;
+            if len_in_range && buf.len() >= 4 {
+                // Make `len` plausible more often than chance would.
+                let len = (buf[0] as usize % (buf.len() + 1)) as u32;
+                buf[..4].copy_from_slice(&len.to_ne_bytes());
+            }
+            let (parsed, largest) = largest_during(|| Request::parse(&buf).map(|r| {
+                let within = |d: &[u8]| d.len() <= buf.len();
+                match r.op {
+                    Operation::Write { arg, data } => within(data) && data.len() == arg.size as usize,
+                    Operation::Ioctl { arg, data } => within(data) && data.len() == arg.in_size as usize,
+                    _ => true,
+                }
+            }));
+            prop_assert_eq!(largest, 0);
+            if let Ok(consistent) = parsed {
+                prop_assert!(consistent);
+                prop_assert!(u32::from_ne_bytes(buf[..4].try_into().unwrap()) as usize <= buf.len());
+            }
+        }
+
+        /// A well-formed request decodes to its opcode's operation with the header intact;
+        /// every cut of it short of `len` is a Short error, never a shorter request.
+        #[test]
+        fn well_formed_requests_decode_and_every_cut_is_short((op, buf) in well_formed(), cut in any::<prop::sample::Index>()) {
+            let req = Request::parse(&buf).unwrap();
+            prop_assert_eq!(req.header.opcode, op);
+            prop_assert_eq!(req.header.len as usize, buf.len());
+            let kind = match req.op {
+                Operation::CuseInit(_) => opcode::CUSE_INIT,
+                Operation::Open(_) => opcode::OPEN,
+                Operation::Release(_) => opcode::RELEASE,
+                Operation::Read(_) => opcode::READ,
+                Operation::Write { data, .. } => {
+                    prop_assert_eq!(data, &buf[size_of::<InHeader>() + size_of::<ReadWriteIn>()..]);
+                    opcode::WRITE
+                }
+                Operation::Ioctl { data, .. } => {
+                    prop_assert_eq!(data, &buf[size_of::<InHeader>() + size_of::<IoctlIn>()..]);
+                    opcode::IOCTL
+                }
+                Operation::Poll(_) => opcode::POLL,
+                Operation::Interrupt(_) => opcode::INTERRUPT,
+                Operation::Unknown(o) => o,
+            };
+            prop_assert_eq!(kind, op);
+            let cut = cut.index(buf.len());
+            let is_short = matches!(Request::parse(&buf[..cut]), Err(ParseError::Short { .. }));
+            prop_assert!(is_short);
+        }
+    }
+}

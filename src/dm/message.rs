@@ -123,3 +123,33 @@ mod tests {
         }
     }
 }
+
+/// Randomized round trip (`cargo test fuzz`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message() -> impl Strategy<Value = Message> {
+        let dev = (any::<u32>(), any::<u32>()).prop_map(|(major, minor)| DevT { major, minor });
+        prop_oneof![
+            dev.clone().prop_map(Message::FailPath),
+            dev.prop_map(Message::ReinstatePath),
+            (1..=u32::MAX).prop_map(Message::SwitchGroup),
+            (1..=u32::MAX).prop_map(Message::EnableGroup),
+            (1..=u32::MAX).prop_map(Message::DisableGroup),
+            Just(Message::QueueIfNoPath),
+            Just(Message::FailIfNoPath),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip(m in message(), junk in "[ -~]{0,40}") {
+            prop_assert_eq!(m.to_string().parse::<Message>(), Ok(m));
+            if let Ok(p) = junk.parse::<Message>() {
+                prop_assert_eq!(p.to_string().parse::<Message>(), Ok(p));
+            }
+        }
+    }
+}

@@ -205,7 +205,10 @@ impl FromStr for MultipathStatus {
                     "F" => false,
                     other => return Err(ParseError::new("path state", other)),
                 };
-                let fail_count = w.num("fail count")? as u32;
+                let fail_count = w.word("fail count")?;
+                let fail_count = fail_count
+                    .parse()
+                    .map_err(|_| ParseError::new("fail count", fail_count))?;
                 w.skip(ninfo, "path info")?;
                 paths.push(PathStatus {
                     dev,
@@ -314,5 +317,224 @@ mod tests {
             .is_err());
         assert!("".parse::<MultipathTable>().is_err());
         assert!("2 0 0 0 1 1 X 0 0 0".parse::<MultipathStatus>().is_err());
+    }
+}
+
+/// Randomized tests of the parsers (`cargo test fuzz`; PROPTEST_CASES sets the count).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::alloc_probe::largest_during;
+    use proptest::prelude::*;
+
+    /// Words the kernel's lines are made of, and counts that lie (0, large, huge).
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0usize..6).prop_map(|n| n.to_string()),
+            prop_oneof![
+                Just(1_000_000usize),
+                Just(u32::MAX as usize),
+                Just(usize::MAX)
+            ]
+            .prop_map(|n| n.to_string()),
+            Just("18446744073709551616".to_string()),
+            (0u32..300, 0u32..300).prop_map(|(a, b)| format!("{a}:{b}")),
+            prop::sample::select(vec![
+                "A",
+                "E",
+                "D",
+                "F",
+                "queue_if_no_path",
+                "alua",
+                "service-time",
+                "round-robin",
+                ":",
+                "8:",
+                ":0"
+            ])
+            .prop_map(String::from),
+            "[ -~]{0,6}",
+        ]
+    }
+
+    /// Random words, or a real table or status line with one word replaced by a lie.
+    fn line() -> impl Strategy<Value = String> {
+        let mutated = |text: String, at: prop::sample::Index, w: String| {
+            let mut words: Vec<&str> = text.split_ascii_whitespace().collect();
+            if !words.is_empty() {
+                let i = at.index(words.len());
+                words[i] = &w;
+            }
+            words.join(" ")
+        };
+        prop_oneof![
+            prop::collection::vec(word(), 0..40).prop_map(|w| w.join(" ")),
+            (table(), any::<prop::sample::Index>(), word())
+                .prop_map(move |((_, t), at, w)| mutated(t, at, w)),
+            (status(), any::<prop::sample::Index>(), word())
+                .prop_map(move |((_, t), at, w)| mutated(t, at, w)),
+        ]
+    }
+
+    fn dev() -> impl Strategy<Value = DevT> {
+        (any::<u32>(), any::<u32>()).prop_map(|(major, minor)| DevT { major, minor })
+    }
+
+    fn args() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec("[a-z0-9_]{1,8}", 0..3)
+    }
+
+    /// A table with its text as dm-mpath writes it; path arguments are not modelled.
+    fn table() -> impl Strategy<Value = (MultipathTable, String)> {
+        let group = (
+            "[a-z-]{1,12}",
+            args(),
+            prop::collection::vec(dev(), 1..5),
+            0usize..3,
+        );
+        (
+            args(),
+            args(),
+            prop::collection::vec(group, 0..4),
+            0usize..5,
+        )
+            .prop_map(|(features, hw_handler, groups, initial_group)| {
+                let mut text = format!("{} {} ", features.len(), features.join(" "));
+                text += &format!("{} {} ", hw_handler.len(), hw_handler.join(" "));
+                text += &format!("{} {} ", groups.len(), initial_group);
+                let mut model = Vec::new();
+                for (selector, sel_args, paths, nargs) in groups {
+                    text += &format!(
+                        "{selector} {} {} {} {nargs} ",
+                        sel_args.len(),
+                        sel_args.join(" "),
+                        paths.len()
+                    );
+                    for p in &paths {
+                        text += &format!("{p} {}", "1 ".repeat(nargs));
+                    }
+                    model.push(GroupTable { selector, paths });
+                }
+                (
+                    MultipathTable {
+                        features,
+                        hw_handler,
+                        initial_group,
+                        groups: model,
+                    },
+                    text,
+                )
+            })
+    }
+
+    fn status() -> impl Strategy<Value = (MultipathStatus, String)> {
+        let path = (dev(), any::<bool>(), any::<u32>());
+        let group = (
+            prop::sample::select(vec![
+                GroupState::Active,
+                GroupState::Enabled,
+                GroupState::Disabled,
+            ]),
+            args(),
+            prop::collection::vec(path, 1..5),
+            0usize..3,
+        );
+        (args(), prop::collection::vec(group, 0..4), 0usize..5).prop_map(
+            |(features, groups, next_group)| {
+                let mut text = format!(
+                    "{} {} 0 {} {next_group} ",
+                    features.len(),
+                    features.join(" "),
+                    groups.len()
+                );
+                let mut model = Vec::new();
+                for (state, sel, paths, ninfo) in groups {
+                    let s = match state {
+                        GroupState::Active => "A",
+                        GroupState::Enabled => "E",
+                        GroupState::Disabled => "D",
+                    };
+                    text += &format!(
+                        "{s} {} {} {} {ninfo} ",
+                        sel.len(),
+                        sel.join(" "),
+                        paths.len()
+                    );
+                    let mut ps = Vec::new();
+                    for (dev, active, fail_count) in paths {
+                        text += &format!(
+                            "{dev} {} {fail_count} {}",
+                            if active { "A" } else { "F" },
+                            "0 ".repeat(ninfo)
+                        );
+                        ps.push(PathStatus {
+                            dev,
+                            active,
+                            fail_count,
+                        });
+                    }
+                    model.push(GroupStatus { state, paths: ps });
+                }
+                (
+                    MultipathStatus {
+                        next_group,
+                        groups: model,
+                    },
+                    text,
+                )
+            },
+        )
+    }
+
+    proptest! {
+        /// Any text: a result or an error, and no allocation larger than the text could
+        /// account for (a count in it is never the size of an allocation).
+        #[test]
+        fn any_text_parses_without_panic_in_bounded_memory(text in line()) {
+            let bound = 4096 + 16 * text.len();
+            let (_, largest) = largest_during(|| text.parse::<MultipathTable>().map(|_| ()));
+            prop_assert!(largest <= bound, "table: {} bytes for {:?}", largest, text);
+            let (_, largest) = largest_during(|| text.parse::<MultipathStatus>().map(|_| ()));
+            prop_assert!(largest <= bound, "status: {} bytes for {:?}", largest, text);
+            let (_, largest) = largest_during(|| text.parse::<crate::dm::message::Message>().map(|_| ()));
+            prop_assert!(largest <= bound, "message: {} bytes for {:?}", largest, text);
+        }
+
+        #[test]
+        fn tables_parse_to_what_they_say((model, text) in table()) {
+            prop_assert_eq!(text.parse::<MultipathTable>(), Ok(model));
+        }
+
+        #[test]
+        fn statuses_parse_to_what_they_say((model, text) in status()) {
+            prop_assert_eq!(text.parse::<MultipathStatus>(), Ok(model));
+        }
+
+        /// A line cut short is an error, never a shorter map.
+        #[test]
+        fn a_table_or_status_cut_short_is_an_error(
+            (t, ttext) in table(), (s, stext) in status(), cut in any::<prop::sample::Index>(),
+        ) {
+            let words: Vec<&str> = ttext.split_ascii_whitespace().collect();
+            let n = cut.index(words.len().max(1));
+            if n < words.len() {
+                let short = words[..n].join(" ");
+                prop_assert!(short.parse::<MultipathTable>().is_err() || t.groups.is_empty());
+            }
+            let words: Vec<&str> = stext.split_ascii_whitespace().collect();
+            let n = cut.index(words.len().max(1));
+            if n < words.len() {
+                let short = words[..n].join(" ");
+                prop_assert!(short.parse::<MultipathStatus>().is_err() || s.groups.is_empty());
+            }
+        }
+
+        #[test]
+        fn devices_round_trip(d in dev(), junk in "[ -~]{0,12}") {
+            prop_assert_eq!(d.to_string().parse::<DevT>(), Ok(d));
+            if let Ok(p) = junk.parse::<DevT>() {
+                prop_assert_eq!(p.to_string().parse::<DevT>(), Ok(p));
+            }
+        }
     }
 }

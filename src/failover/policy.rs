@@ -100,3 +100,27 @@ mod tests {
         assert!(safe_to_repeat(&[0x88; 16], TYPE_ZBC), "reads still do");
     }
 }
+
+/// Randomized tests (`cargo test fuzz`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The answer depends on the opcode and the device type alone: no service action,
+        /// length or flag in the rest of the CDB makes a command repeatable.
+        #[test]
+        fn only_the_opcode_and_device_type_decide(
+            cdb in prop::collection::vec(any::<u8>(), 1..32), rest in prop::collection::vec(any::<u8>(), 0..32), t in -1i32..0x20,
+        ) {
+            let mut other = vec![cdb[0]];
+            other.extend_from_slice(&rest);
+            prop_assert_eq!(safe_to_repeat(&cdb, t), safe_to_repeat(&other, t));
+            prop_assert!(!safe_to_repeat(&[], t));
+            if t == TYPE_TAPE || t == TYPE_MEDIUM_CHANGER {
+                prop_assert!(!safe_to_repeat(&cdb, t));
+            }
+        }
+    }
+}

@@ -378,3 +378,79 @@ mod tests {
         ));
     }
 }
+
+/// Randomized tests of the classification (`cargo test fuzz`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Sense data in either format, with a given key/ASC/ASCQ.
+    fn sense_for(descriptor: bool, k: u8, asc: u8, ascq: u8, tail: &[u8]) -> Vec<u8> {
+        let mut s = if descriptor {
+            vec![0x72, k, asc, ascq, 0, 0, 0, tail.len() as u8]
+        } else {
+            let mut f = vec![0u8; 18];
+            f[0] = 0x70;
+            f[2] = k;
+            f[7] = 10;
+            f[12] = asc;
+            f[13] = ascq;
+            f
+        };
+        s.extend_from_slice(tail);
+        s
+    }
+
+    proptest! {
+        /// Any bytes at all: a verdict, no panic; sense parsing never reads past the bytes.
+        #[test]
+        fn any_result_classifies(status in any::<u8>(), host in any::<u16>(), sense in prop::collection::vec(any::<u8>(), 0..100)) {
+            let _ = classify_completion(status, host, &sense);
+            let _ = Sense::parse(&sense);
+        }
+
+        /// Both sense formats carry the same key/ASC/ASCQ to the same verdict.
+        #[test]
+        fn fixed_and_descriptor_sense_agree(k in 0u8..16, asc in any::<u8>(), ascq in any::<u8>(), tail in prop::collection::vec(any::<u8>(), 0..20)) {
+            let fixed = sense_for(false, k, asc, ascq, &tail);
+            let desc = sense_for(true, k, asc, ascq, &tail);
+            let f = Sense::parse(&fixed).unwrap();
+            let d = Sense::parse(&desc).unwrap();
+            prop_assert_eq!((f.key, f.asc, f.ascq), (k, asc, ascq));
+            prop_assert_eq!((d.key, d.asc, d.ascq), (k, asc, ascq));
+            prop_assert_eq!(
+                classify_completion(status::CHECK_CONDITION, host::DID_OK, &fixed),
+                classify_completion(status::CHECK_CONDITION, host::DID_OK, &desc)
+            );
+        }
+
+        /// What the LU says about itself reaches the caller untouched, whatever the
+        /// details: any status but CHECK CONDITION, and CHECK CONDITION with a unit
+        /// attention, an illegal request, data protection or a miscompare.
+        #[test]
+        fn target_errors_are_never_path_errors(
+            st in any::<u8>(),
+            k in prop::sample::select(vec![key::UNIT_ATTENTION, key::ILLEGAL_REQUEST, key::DATA_PROTECT, key::MISCOMPARE, key::MEDIUM_ERROR]),
+            asc in any::<u8>(), ascq in any::<u8>(), descriptor in any::<bool>(),
+        ) {
+            let sense = sense_for(descriptor, k, asc, ascq, &[]);
+            if st & 0xfe != status::CHECK_CONDITION {
+                prop_assert_eq!(classify_completion(st, host::DID_OK, &sense), Complete);
+            }
+            prop_assert_eq!(classify_completion(status::CHECK_CONDITION, host::DID_OK, &sense), Complete);
+            prop_assert_eq!(classify_completion(status::RESERVATION_CONFLICT, host::DID_OK, &sense), Complete);
+        }
+
+        /// Every host-byte failure may have run the command: none is repeated as if it
+        /// had not (issue: retry safety).
+        #[test]
+        fn host_byte_errors_may_have_executed(h in 1u16..=0xff, st in any::<u8>()) {
+            match classify_completion(st, h, &[]) {
+                PathError { maybe_executed, .. } => prop_assert!(maybe_executed),
+                Complete => prop_assert!(matches!(h, host::DID_TARGET_FAILURE | host::DID_NEXUS_FAILURE | host::DID_ALLOC_FAILURE | host::DID_MEDIUM_ERROR)),
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+}

@@ -336,3 +336,141 @@ mod tests {
         assert_eq!(i32::from_ne_bytes(t[24..28].try_into().unwrap()), 8);
     }
 }
+
+/// The request list against a plain model of sg's list (`cargo test fuzz`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add {
+            pack_id: i32,
+            sg_io: bool,
+            cmd_q: bool,
+        },
+        SetIds {
+            which: prop::sample::Index,
+            pack_id: i32,
+        },
+        Complete {
+            which: prop::sample::Index,
+            problem: bool,
+        },
+        Remove {
+            which: prop::sample::Index,
+        },
+        Reap {
+            pack_id: i32,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let pack = prop_oneof![Just(-1), 0i32..4, any::<i32>()];
+        prop_oneof![
+            4 => (pack.clone(), prop::bool::weighted(0.2), prop::bool::weighted(0.9))
+                .prop_map(|(pack_id, sg_io, cmd_q)| Op::Add { pack_id, sg_io, cmd_q }),
+            1 => (any::<prop::sample::Index>(), pack.clone()).prop_map(|(which, pack_id)| Op::SetIds { which, pack_id }),
+            3 => (any::<prop::sample::Index>(), any::<bool>()).prop_map(|(which, problem)| Op::Complete { which, problem }),
+            1 => any::<prop::sample::Index>().prop_map(|which| Op::Remove { which }),
+            3 => pack.prop_map(|pack_id| Op::Reap { pack_id }),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Model {
+        id: u64,
+        pack_id: i32,
+        sg_io: bool,
+        done: bool,
+        problem: bool,
+    }
+
+    proptest! {
+        #[test]
+        fn the_list_behaves_as_sgs(ops in prop::collection::vec(op(), 1..80)) {
+            let mut q = RequestQueue::<u64>::default();
+            let mut model: Vec<Model> = Vec::new();
+            // Ids handed out, including ones since removed (stale ids must be harmless).
+            let mut ids: Vec<u64> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Add { pack_id, sg_io, cmd_q } => {
+                        let full = !model.is_empty() && (!cmd_q || model.len() >= SG_MAX_QUEUE);
+                        prop_assert_eq!(q.has_room(cmd_q), !full);
+                        match q.add(pack_id, 0x1000 + pack_id as u64, sg_io, cmd_q) {
+                            Ok(id) => {
+                                prop_assert!(!full);
+                                prop_assert!(!ids.contains(&id), "id {} reused", id);
+                                ids.push(id);
+                                model.push(Model { id, pack_id, sg_io, done: false, problem: false });
+                            }
+                            Err(e) => {
+                                prop_assert!(full);
+                                prop_assert_eq!(e, Errno::EDOM);
+                            }
+                        }
+                    }
+                    Op::SetIds { which, pack_id } if !ids.is_empty() => {
+                        let id = ids[which.index(ids.len())];
+                        q.set_ids(id, pack_id, 0);
+                        if let Some(m) = model.iter_mut().find(|m| m.id == id) {
+                            m.pack_id = pack_id;
+                        }
+                    }
+                    Op::Complete { which, problem } if !ids.is_empty() => {
+                        let id = ids[which.index(ids.len())];
+                        // A request completes once; a gone one cannot complete.
+                        if let Some(m) = model.iter_mut().find(|m| m.id == id && !m.done) {
+                            m.done = true;
+                            m.problem = problem;
+                            prop_assert!(q.complete(id, 5, problem.into(), id));
+                        } else if !model.iter().any(|m| m.id == id) {
+                            prop_assert!(!q.complete(id, 5, problem.into(), id));
+                        }
+                    }
+                    Op::Remove { which } if !ids.is_empty() => {
+                        let id = ids[which.index(ids.len())];
+                        q.remove(id);
+                        model.retain(|m| m.id != id);
+                    }
+                    Op::Reap { pack_id } => {
+                        let matching = |m: &Model| !m.sg_io && (pack_id == -1 || m.pack_id == pack_id);
+                        let expect = match model.iter().position(|m| matching(m) && m.done) {
+                            Some(i) => Reap::Ready(model.remove(i).id),
+                            None if model.iter().any(matching) => Reap::Busy,
+                            None => Reap::Nothing,
+                        };
+                        prop_assert_eq!(q.reap(pack_id), expect);
+                    }
+                    _ => {}
+                }
+                let waiting: Vec<&Model> = model.iter().filter(|m| m.done && !m.sg_io).collect();
+                prop_assert_eq!(q.num_waiting(), waiting.len() as i32);
+                prop_assert_eq!(q.first_waiting_pack_id(), waiting.first().map_or(-1, |m| m.pack_id));
+                prop_assert_eq!(q.is_empty(), model.is_empty());
+                for cmd_q in [false, true] {
+                    let mut mask = if waiting.is_empty() { 0 } else { POLLIN | POLLRDNORM };
+                    if (!cmd_q && model.is_empty()) || (cmd_q && model.len() < SG_MAX_QUEUE) {
+                        mask |= POLLOUT | POLLWRNORM;
+                    }
+                    prop_assert_eq!(q.poll_mask(cmd_q, false), mask);
+                }
+                let table = q.request_table(Abi::Native, Coarse::now());
+                prop_assert_eq!(table.len(), SG_MAX_QUEUE * 24);
+                for (i, slot) in table.chunks(24).enumerate() {
+                    match model.get(i) {
+                        Some(m) => {
+                            prop_assert_eq!(slot[0], if m.done { 2 } else { 1 });
+                            prop_assert_eq!(slot[2], u8::from(m.sg_io));
+                            prop_assert_eq!(slot[3], u8::from(m.done && m.problem));
+                            prop_assert_eq!(i32::from_ne_bytes(slot[4..8].try_into().unwrap()), m.pack_id);
+                        }
+                        None => prop_assert!(slot.iter().all(|&b| b == 0)),
+                    }
+                }
+            }
+        }
+    }
+}
