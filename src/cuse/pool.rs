@@ -298,6 +298,12 @@ impl<H: CuseHandler> Pool<H> {
         Ok(pool)
     }
 
+    /// Threads not yet joined (live ones, and those that left since the last spawn).
+    #[cfg(test)]
+    pub(crate) fn unjoined(&self) -> usize {
+        self.handles.lock().len()
+    }
+
     /// Threads now: (total, reading, busy).
     pub(crate) fn threads(&self) -> (usize, usize, usize) {
         let st = self.state.lock();
@@ -337,7 +343,26 @@ impl<H: CuseHandler> Pool<H> {
             });
         match spawned {
             Ok(h) => {
-                self.handles.lock().push(h);
+                // Threads come and go with the load, and a thread that left keeps its
+                // stack until it is joined: join those that left, keep the live ones
+                // (stop() signals them). Without this the soak's daemon ran out of
+                // memory for thread stacks within minutes.
+                let mut done = Vec::new();
+                {
+                    let mut handles = self.handles.lock();
+                    let mut i = 0;
+                    while i < handles.len() {
+                        if handles[i].is_finished() {
+                            done.push(handles.swap_remove(i));
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    handles.push(h);
+                }
+                for d in done {
+                    let _ = d.join();
+                }
                 Ok(())
             }
             Err(e) => {
@@ -746,6 +771,25 @@ mod tests {
             }
         }));
         assert_eq!(k.reply(r).body, b"from a job");
+    }
+
+    #[test]
+    fn threads_that_left_are_joined() {
+        // Each round makes the pool grow (two slow commands at once) and shrink again;
+        // every thread that left must be joined, or its stack stays allocated.
+        let (mut k, _t) = kernel(1, 4);
+        for _ in 0..40 {
+            let a = k.ioctl(9, 1, 2, 5, &[], 0, 0);
+            let b = k.ioctl(9, 1, 2, 5, &[], 0, 0);
+            assert_eq!(k.reply(a).ioctl_result(), 0);
+            assert_eq!(k.reply(b).ioctl_result(), 0);
+        }
+        let pool = k.device.as_ref().unwrap();
+        assert!(
+            pool.unjoined() <= 4 + 2,
+            "{} threads not joined",
+            pool.unjoined()
+        );
     }
 
     #[test]

@@ -139,6 +139,11 @@ impl<H: CuseHandler> CuseDevice<H> {
         self.pool.threads()
     }
 
+    #[cfg(test)]
+    pub(crate) fn unjoined(&self) -> usize {
+        self.pool.unjoined()
+    }
+
     /// Stops the threads (each finishes what it holds), then closes the fd: for
     /// /dev/cuse, the kernel removes the node, and open client fds get ENOTCONN from then
     /// on.
