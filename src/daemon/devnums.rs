@@ -24,6 +24,10 @@ pub struct DevNums {
     path: PathBuf,
     pub major: u32,
     minors: BTreeMap<String, u32>,
+    /// Whether the file holds what memory holds: device-mapper events come by the
+    /// hundred (every fail_path and reinstate_path raises one), and a save is an fsync
+    /// under the registry's lock, so only a change is written.
+    saved: bool,
 }
 
 impl DevNums {
@@ -57,6 +61,7 @@ impl DevNums {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         }
+        let saved = major.is_some();
         let major = match major {
             Some(m) => m,
             None => free_local_major(proc_devices).ok_or_else(|| {
@@ -67,11 +72,15 @@ impl DevNums {
             path,
             major,
             minors,
+            saved,
         })
     }
 
     pub fn set_major(&mut self, major: u32) {
-        self.major = major;
+        if major != self.major {
+            self.major = major;
+            self.saved = false;
+        }
     }
 
     /// The map's minor, allocating the lowest free one for a new map.
@@ -82,6 +91,7 @@ impl DevNums {
         let used: std::collections::BTreeSet<u32> = self.minors.values().copied().collect();
         let m = (0..).find(|m| !used.contains(m)).expect("a free minor");
         self.minors.insert(key.to_string(), m);
+        self.saved = false;
         m
     }
 
@@ -92,11 +102,16 @@ impl DevNums {
         }
         if let Some(m) = self.minors.remove(old_key) {
             self.minors.insert(new_key.to_string(), m);
+            self.saved = false;
         }
     }
 
-    /// Writes the state atomically (temporary file + rename).
-    pub fn save(&self) -> io::Result<()> {
+    /// Writes the state atomically (temporary file + rename) if it changed since it was
+    /// loaded or last saved.
+    pub fn save_changes(&mut self) -> io::Result<()> {
+        if self.saved {
+            return Ok(());
+        }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
@@ -111,7 +126,9 @@ impl DevNums {
             writeln!(f, "minor {m} {key}")?;
         }
         f.sync_all()?;
-        fs::rename(&tmp, &self.path)
+        fs::rename(&tmp, &self.path)?;
+        self.saved = true;
+        Ok(())
     }
 }
 
@@ -158,7 +175,7 @@ mod tests {
         assert_eq!(d.minor_for("mpath-a"), 0);
         assert_eq!(d.minor_for("name:b"), 1);
         assert_eq!(d.minor_for("mpath-a"), 0);
-        d.save().unwrap();
+        d.save_changes().unwrap();
         // a restart, with other majors in use now: the saved numbers win
         let mut again = DevNums::load(&dir, "Character devices:\n122 mpath-sg/x\n").unwrap();
         assert_eq!(again.major, 122);
@@ -192,6 +209,28 @@ mod tests {
             (b, a),
             "no clobbering"
         );
+    }
+
+    #[test]
+    fn only_a_change_is_written() {
+        let dir = tmpdir("d");
+        let mut d = DevNums::load(&dir, PROC).unwrap();
+        d.minor_for("name:a");
+        d.save_changes().unwrap();
+        fs::remove_file(dir.join(FILE)).unwrap();
+        d.minor_for("name:a");
+        d.set_major(d.major);
+        d.rename("name:zz", "name:yy");
+        d.save_changes().unwrap();
+        assert!(!dir.join(FILE).exists(), "nothing changed, nothing written");
+        d.minor_for("name:b");
+        d.save_changes().unwrap();
+        assert!(dir.join(FILE).exists(), "a new map's minor is written");
+        let mut again = DevNums::load(&dir, PROC).unwrap();
+        fs::remove_file(dir.join(FILE)).unwrap();
+        again.save_changes().unwrap();
+        assert!(!dir.join(FILE).exists(), "a loaded state is saved already");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -305,7 +305,7 @@ impl Registry {
         self.consider(&fresh);
         let listed_devs: std::collections::HashSet<DevT> = listed.iter().map(|d| d.dev).collect();
         self.passed.retain(|dev, _| listed_devs.contains(dev));
-        if let Err(e) = self.devnums.save() {
+        if let Err(e) = self.devnums.save_changes() {
             tracing::warn!("cannot save device numbers: {e}");
         }
         Ok(())
