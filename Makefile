@@ -27,11 +27,12 @@ build: clients
 
 # Test clients for the lab: the sg ABI probers, native and 32-bit (compat ioctls), the
 # benchmark, the hoarder (data budget), the isolation checker (per-thread buffers), the
-# credentials checker, and seccomp_exec (the unit's system call filter, lib/unit-sandbox).
+# credentials checker, seccomp_exec (the unit's system call filter, lib/unit-sandbox), and
+# the soak's writer (stamped blocks, proven on every read).
 CLIENTS := target/clients/sgio_probe target/clients/sgio_probe32 target/clients/sgio_bench \
 	target/clients/sg_async_probe target/clients/sg_async_probe32 target/clients/hoard \
 	target/clients/sg_isolation target/clients/sgio_pingpong \
-	target/clients/sg_creds target/clients/seccomp_exec
+	target/clients/sg_creds target/clients/seccomp_exec target/clients/soak
 clients: $(CLIENTS)
 # Each client from its own source; NAME32 is NAME built for 32-bit callers (compat path).
 target/clients/%32: tests/vm/clients/%.c
@@ -60,6 +61,14 @@ fuzz:
 # The VM suite; SCENARIOS="name ..." runs a subset.
 lab: build
 	tests/vm/run $(SCENARIOS)
+
+# The soak (tests/vm/scenarios/70-soak.sh) for SOAK_SECONDS; make test runs it for 60 s.
+# Prints tests/vm/out/reliability-soak.md (figures for docs/reliability.md).
+SOAK_SECONDS ?= 1800
+soak: deps build
+	LAB_SOAK_SECONDS=$(SOAK_SECONDS) LAB_SCENARIO_TIMEOUT=$$(($(SOAK_SECONDS) + 600)) \
+		LAB_TIMEOUT=$$(($(SOAK_SECONDS) + 1200)) tests/vm/run 70-soak
+	@cat tests/vm/out/reliability-soak.md
 
 test: deps
 	$(MAKE) build
