@@ -344,25 +344,10 @@ impl<H: CuseHandler> Pool<H> {
         match spawned {
             Ok(h) => {
                 // Threads come and go with the load, and a thread that left keeps its
-                // stack until it is joined: join those that left, keep the live ones
-                // (stop() signals them). Without this the soak's daemon ran out of
+                // stack until it is joined. Without this the soak's daemon ran out of
                 // memory for thread stacks within minutes.
-                let mut done = Vec::new();
-                {
-                    let mut handles = self.handles.lock();
-                    let mut i = 0;
-                    while i < handles.len() {
-                        if handles[i].is_finished() {
-                            done.push(handles.swap_remove(i));
-                        } else {
-                            i += 1;
-                        }
-                    }
-                    handles.push(h);
-                }
-                for d in done {
-                    let _ = d.join();
-                }
+                self.join_finished();
+                self.handles.lock().push(h);
                 Ok(())
             }
             Err(e) => {
@@ -522,26 +507,43 @@ impl<H: CuseHandler> Pool<H> {
         Next::Exit
     }
 
+    /// Joins the threads that have left (their stacks are freed only then); the live ones
+    /// stay in `handles`, for stop() to signal.
+    fn join_finished(&self) {
+        let mut done = Vec::new();
+        {
+            let mut handles = self.handles.lock();
+            let mut i = 0;
+            while i < handles.len() {
+                if handles[i].is_finished() {
+                    done.push(handles.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        // Joined outside the lock: a thread that has just left may still be ending.
+        for h in done {
+            let _ = h.join();
+        }
+    }
+
     /// Stops the threads: each finishes what it holds and the queued jobs, then exits.
     pub(crate) fn stop(&self) {
         self.state.lock().stopping = true;
         loop {
-            let handles: Vec<_> = std::mem::take(&mut *self.handles.lock());
-            if handles.is_empty() {
+            self.join_finished();
+            let running = self.handles.lock();
+            if running.is_empty() {
                 break;
-            }
-            let (done, running): (Vec<_>, Vec<_>) =
-                handles.into_iter().partition(|h| h.is_finished());
-            for h in done {
-                let _ = h.join();
             }
             // A thread blocked in read() leaves it with EINTR; a busy one finishes its
             // work (not interruptible by the signal) and then sees `stopping`; one that
             // was between its check and read() gets the next signal, 10 ms later.
-            for h in &running {
+            for h in running.iter() {
                 let _ = nix::sys::pthread::pthread_kill(h.as_pthread_t(), Signal::SIGUSR1);
             }
-            self.handles.lock().extend(running);
+            drop(running);
             std::thread::sleep(Duration::from_millis(10));
         }
         // Jobs submitted while the last threads left are dropped (their replies: EIO).
