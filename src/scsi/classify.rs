@@ -181,7 +181,8 @@ fn classify_sense(sense: &[u8]) -> Verdict {
 mod tests {
     use super::*;
 
-    fn sense(k: u8, asc: u8, ascq: u8) -> Vec<u8> {
+    /// Fixed-format sense data (also used by the randomized tests below).
+    pub(super) fn sense(k: u8, asc: u8, ascq: u8) -> Vec<u8> {
         let mut v = vec![0u8; 18];
         v[0] = 0x70;
         v[2] = k;
@@ -390,13 +391,7 @@ mod fuzz {
         let mut s = if descriptor {
             vec![0x72, k, asc, ascq, 0, 0, 0, tail.len() as u8]
         } else {
-            let mut f = vec![0u8; 18];
-            f[0] = 0x70;
-            f[2] = k;
-            f[7] = 10;
-            f[12] = asc;
-            f[13] = ascq;
-            f
+            super::tests::sense(k, asc, ascq)
         };
         s.extend_from_slice(tail);
         s

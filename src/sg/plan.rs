@@ -683,6 +683,7 @@ mod fuzz {
     fn run_rounds(c: &Caller, m: &FakeMemory, named: &mut Vec<IoctlIovec>) -> Rounds {
         let mut data = Vec::new();
         let mut out_size = 0u32;
+        let mut data_in_regions = Vec::new();
         for _ in 0..5 {
             let r = Round {
                 abi: c.abi,
@@ -693,6 +694,7 @@ mod fuzz {
             };
             match plan(&r, &check) {
                 Step::Fetch { input, output } => {
+                    assert_eq!(out_size, 0, "the last round must end it");
                     assert!(input.len() + output.len() <= FUSE_IOCTL_MAX_IOV);
                     named.extend(input.iter().chain(output.iter()).copied());
                     let mut next = Vec::new();
@@ -703,32 +705,19 @@ mod fuzz {
                         }
                     }
                     out_size = output.iter().map(|v| v.len as u32).sum();
+                    // The out-iovecs: the output fields, the sense buffer if any, data-in.
+                    let skip = if c.hdr.sense_capacity() > 0 { 2 } else { 1 };
+                    data_in_regions = output.iter().skip(skip).copied().collect();
                     data = next;
-                    if out_size > 0 {
-                        let data_in_regions = output
-                            .iter()
-                            .skip(if c.hdr.sense_capacity() > 0 { 2 } else { 1 })
-                            .copied()
-                            .collect();
-                        let r = Round {
-                            abi: c.abi,
-                            arg: ARG,
-                            data: &data,
-                            out_size,
-                            max_transfer: MAX_ROUND_TRANSFER,
-                        };
-                        return match plan(&r, &check) {
-                            Step::Execute(call) => Rounds::Run {
-                                cmd: Box::new(call.command()),
-                                data_out: call.data_out.to_vec(),
-                                data_in_regions,
-                            },
-                            Step::Fail(e) => Rounds::Fail(e),
-                            other => panic!("the last round must end it: {other:?}"),
-                        };
-                    }
                 }
-                Step::Execute(_) => panic!("execute without out-iovecs"),
+                Step::Execute(call) => {
+                    assert!(out_size > 0, "execute without out-iovecs");
+                    return Rounds::Run {
+                        cmd: Box::new(call.command()),
+                        data_out: call.data_out.to_vec(),
+                        data_in_regions,
+                    };
+                }
                 Step::Fail(e) => return Rounds::Fail(e),
             }
         }
