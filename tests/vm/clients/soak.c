@@ -138,28 +138,27 @@ static void logline(const char *fmt, ...)
 	pthread_mutex_unlock(&log_lock);
 }
 
-/* One command: SG_IO, or write() then read() of the same header (sg's v3 asynchronous
- * interface). 0 on GOOD with no host or driver error; otherwise logged, -1. */
-static int command(struct worker *w, int fd, int is_write, uint64_t lba, int n, unsigned char *data)
+/* One command: SG_IO, or (async) write() then read() of the same header (sg's v3
+ * asynchronous interface). 0 on GOOD with no host or driver error; otherwise logged, -1. */
+static int issue(struct worker *w, int fd, int async, const char *op, unsigned char *cdb, unsigned char cdb_len,
+		 int dir, unsigned char *data, unsigned len, uint64_t lba, int n)
 {
-	unsigned char cdb[10] = { is_write ? 0x2a : 0x28, 0, (unsigned char)(lba >> 24), (unsigned char)(lba >> 16),
-				  (unsigned char)(lba >> 8), (unsigned char)lba, 0, 0, (unsigned char)n, 0 };
 	unsigned char sense[32] = { 0 };
 	sg_io_hdr_t h;
 	memset(&h, 0, sizeof h);
 	h.interface_id = 'S';
-	h.dxfer_direction = is_write ? SG_DXFER_TO_DEV : SG_DXFER_FROM_DEV;
-	h.cmd_len = sizeof cdb;
+	h.dxfer_direction = dir;
+	h.cmd_len = cdb_len;
 	h.cmdp = cdb;
 	h.mx_sb_len = sizeof sense;
 	h.sbp = sense;
 	h.dxferp = data;
-	h.dxfer_len = (unsigned)n * BLOCK;
+	h.dxfer_len = len;
 	h.timeout = TIMEOUT_MS;
 	h.pack_id = (int)w->seq;
 	int err = 0;
 	w->commands++;
-	if (w->async) {
+	if (async) {
 		if (write(fd, &h, sizeof h) < 0 || read(fd, &h, sizeof h) < 0)
 			err = errno;
 	} else if (ioctl(fd, SG_IO, &h) < 0) {
@@ -171,39 +170,29 @@ static int command(struct worker *w, int fd, int is_write, uint64_t lba, int n, 
 	w->errors++;
 	logline("ERR %.3f node=%d thread=%d op=%s iface=%s lba=%llu blocks=%d errno=%d status=0x%x host=0x%x "
 		"driver=0x%x sense=%x/%02x/%02x\n",
-		now(), w->node, w->thread, is_write ? "write" : "read", w->async ? "async" : "sgio",
-		(unsigned long long)lba, n, err, err ? 0 : h.status, err ? 0 : h.host_status, err ? 0 : h.driver_status,
+		now(), w->node, w->thread, op, async ? "async" : "sgio", (unsigned long long)lba, n, err,
+		err ? 0 : h.status, err ? 0 : h.host_status, err ? 0 : h.driver_status,
 		got ? (desc ? sense[1] : sense[2]) & 0xf : 0, got ? (desc ? sense[2] : sense[12]) : 0,
 		got ? (desc ? sense[3] : sense[13]) : 0);
 	return -1;
 }
 
-/* INQUIRY, VPD page 0x83, into buf (64 bytes). 0 on GOOD. */
+/* READ(10) or WRITE(10) of n blocks at lba, through the worker's interface. */
+static int command(struct worker *w, int fd, int is_write, uint64_t lba, int n, unsigned char *data)
+{
+	unsigned char cdb[10] = { is_write ? 0x2a : 0x28, 0, (unsigned char)(lba >> 24), (unsigned char)(lba >> 16),
+				  (unsigned char)(lba >> 8), (unsigned char)lba, 0, 0, (unsigned char)n, 0 };
+	return issue(w, fd, w->async, is_write ? "write" : "read", cdb, sizeof cdb,
+		     is_write ? SG_DXFER_TO_DEV : SG_DXFER_FROM_DEV, data, (unsigned)n * BLOCK, lba, n);
+}
+
+/* INQUIRY, VPD page 0x83, into buf (64 bytes), by SG_IO. 0 on GOOD. */
 static int inquiry(struct worker *w, int fd, unsigned char *buf)
 {
-	unsigned char cdb[6] = { 0x12, 1, 0x83, 0, 64, 0 }, sense[32];
-	sg_io_hdr_t h;
-	memset(&h, 0, sizeof h);
+	unsigned char cdb[6] = { 0x12, 1, 0x83, 0, 64, 0 };
 	memset(buf, 0, 64);
-	h.interface_id = 'S';
-	h.dxfer_direction = SG_DXFER_FROM_DEV;
-	h.cmd_len = sizeof cdb;
-	h.cmdp = cdb;
-	h.mx_sb_len = sizeof sense;
-	h.sbp = sense;
-	h.dxferp = buf;
-	h.dxfer_len = 64;
-	h.timeout = TIMEOUT_MS;
-	w->commands++;
 	w->inquiries++;
-	int err = ioctl(fd, SG_IO, &h) < 0 ? errno : 0;
-	if (!err && !h.status && !h.host_status && !h.driver_status)
-		return 0;
-	w->errors++;
-	logline("ERR %.3f node=%d thread=%d op=inquiry iface=sgio lba=0 blocks=0 errno=%d status=0x%x host=0x%x "
-		"driver=0x%x sense=0/00/00\n",
-		now(), w->node, w->thread, err, err ? 0 : h.status, err ? 0 : h.host_status, err ? 0 : h.driver_status);
-	return -1;
+	return issue(w, fd, 0, "inquiry", cdb, sizeof cdb, SG_DXFER_FROM_DEV, buf, 64, 0, 0);
 }
 
 /* Checks block i of the worker's range as read; 0 if it is what it may be. */

@@ -138,14 +138,13 @@ lab_sg_of() {
 # SCSI host number of a disk (the path's "initiator port").
 lab_host_of() { basename "$(readlink -f /sys/block/"$1"/device)" | cut -d: -f1; }
 
-# lab_map NAME [--queue] [--group] DISK...: a multipath map over DISK... with dmsetup.
+# lab_table [--queue] [--group] DISK...: the multipath table over DISK..., printed.
 # Default: one priority group (service-time) holding all paths, as multipath's `multibus`.
 # --group: one priority group per path, in the given order (multipath's `failover`
 # grouping): I/O and ioctls go to the first usable group, deterministically.
 # --queue: the map queues I/O when no path is left (feature queue_if_no_path).
-lab_map() {
-	local name=$1 queue=0 group=0 d sz table features="0"
-	shift
+lab_table() {
+	local queue=0 group=0 d sz table features="0"
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--queue) queue=1 ;;
@@ -154,7 +153,7 @@ lab_map() {
 		esac
 		shift
 	done
-	[ $# -gt 0 ] || die "lab_map $name: no paths"
+	[ $# -gt 0 ] || die "lab_table: no paths"
 	[ $queue -eq 1 ] && features="1 queue_if_no_path"
 	sz=$(blockdev --getsz /dev/"$1")
 	if [ $group -eq 1 ]; then
@@ -164,6 +163,15 @@ lab_map() {
 		table="0 $sz multipath $features 0 1 1 service-time 0 $# 1"
 		for d in "$@"; do table+=" $(lab_devt "$d") 1"; done
 	fi
+	printf '%s\n' "$table"
+}
+
+# lab_map NAME [--queue] [--group] DISK...: a multipath map over DISK... with dmsetup
+# (options as for lab_table).
+lab_map() {
+	local name=$1 table
+	shift
+	table=$(lab_table "$@") || die "lab_map $name: no table"
 	dmsetup create "$name" --table "$table" || die "dmsetup create $name failed (table: $table)"
 	wait_for "/dev/mapper/$name" 10 test -b /dev/mapper/"$name"
 }

@@ -39,16 +39,24 @@ summary=$LAB_OUT/70-soak-summary.log
 : >"$errors"
 now() { date +%s.%N; }
 
-# The table of map K over LU K's current paths, in the given order.
-soak_table() {
-	local k=$1 sz d t
-	shift
-	sz=$(blockdev --getsz /dev/"$1")
-	t="0 $sz multipath 0 0 1 1 service-time 0 $# 1"
-	for d in "$@"; do t+=" $(lab_devt "$d") 1"; done
-	printf '%s\n' "$t"
-}
 paths_of() { printf '%s\n' ${LAB_LU_PATHS[$1]}; }
+# on_host K: LU 0's and LU 1's paths through the K-th SCSI host (paths are in host order).
+on_host() { paths_of 0 | sed -n "$(($1 + 1))p"; paths_of 1 | sed -n "$(($1 + 1))p"; }
+# DISK=dev_t,sgN for each DISK: what a path is, to see names and minors trade places.
+describe() {
+	local d
+	for d in "$@"; do printf '%s=%s,%s ' "$d" "$(lab_devt "$d")" "$(basename "$(lab_sg_of "$d")")"; done
+}
+# all_paths_down MAP DISK...: every path of MAP offline for 2 s, then running and
+# reinstated.
+all_paths_down() {
+	local m=$1 d
+	shift
+	for d in "$@"; do path_offline "$d"; done
+	sleep 2
+	for d in "$@"; do path_running "$d"; done
+	for d in "$@"; do map_reinstate_path "$m" "$d"; done
+}
 # fault KIND MAP START END: one line in the fault log.
 fault() { printf '%s %s %s %s\n' "$1" "$2" "$3" "$(now)" >>"$faults"; }
 
@@ -100,17 +108,16 @@ while [ "$cycle" -eq 0 ] || [ $(($(date +%s) - start)) -lt "$secs" ]; do
 	sleep 2
 
 	t=$(now)
-	map_reload "$m" "$(soak_table "$k" "${p[1]}" "${p[0]}")"
+	map_reload "$m" "$(lab_table "${p[1]}" "${p[0]}")"
 	fault reload "$m" "$t"
 	say "reload: $m with its paths as ${p[1]} ${p[0]}"
 	sleep 2
 
 	# Both LUs' paths on one host go; the host is rescanned LUN 1 first.
 	t=$(now)
-	h=$(lab_host_of "$(paths_of 0 | sed -n "$((k + 1))p")")
-	gone=()
-	for lu in 0 1; do gone+=("$(paths_of "$lu" | sed -n "$((k + 1))p")"); done
-	before=$(for d in "${gone[@]}"; do printf '%s=%s,%s ' "$d" "$(lab_devt "$d")" "$(basename "$(lab_sg_of "$d")")"; done)
+	mapfile -t gone < <(on_host "$k")
+	h=$(lab_host_of "${gone[0]}")
+	before=$(describe "${gone[@]}")
 	for d in "${gone[@]}"; do path_delete "$d"; done
 	sleep 2
 	echo "0 0 1" >/sys/class/scsi_host/host"$h"/scan
@@ -120,35 +127,24 @@ while [ "$cycle" -eq 0 ] || [ $(($(date +%s) - start)) -lt "$secs" ]; do
 	lab_scan_paths
 	for lu in 0 1; do
 		# shellcheck disable=SC2046 # the LU's paths, one word each
-		map_reload soak$lu "$(soak_table "$lu" $(paths_of "$lu"))"
+		map_reload soak$lu "$(lab_table $(paths_of "$lu"))"
 	done
 	fault delete all "$t"
-	after=$(for lu in 0 1; do d=$(paths_of "$lu" | sed -n "$((k + 1))p"); printf '%s=%s,%s ' "$d" "$(lab_devt "$d")" "$(basename "$(lab_sg_of "$d")")"; done)
+	# shellcheck disable=SC2046 # one word per path
+	after=$(describe $(on_host "$k"))
 	say "delete: host$h's paths [$before] came back as [$after] (LU 0 first)"
 	sleep 2
 
 	mapfile -t p < <(paths_of "$k")
 	t=$(now)
-	path_offline "${p[0]}"
-	path_offline "${p[1]}"
-	sleep 2
-	path_running "${p[0]}"
-	path_running "${p[1]}"
-	map_reinstate_path "$m" "${p[0]}"
-	map_reinstate_path "$m" "${p[1]}"
+	all_paths_down "$m" "${p[@]}"
 	fault alldown "$m" "$t"
 	say "alldown: both paths of $m for 2 s"
 	sleep 2
 
 	dmsetup message "$m" 0 queue_if_no_path
 	t=$(now)
-	path_offline "${p[0]}"
-	path_offline "${p[1]}"
-	sleep 2
-	path_running "${p[0]}"
-	path_running "${p[1]}"
-	map_reinstate_path "$m" "${p[0]}"
-	map_reinstate_path "$m" "${p[1]}"
+	all_paths_down "$m" "${p[@]}"
 	fault queued "$m" "$t"
 	sleep 1
 	dmsetup message "$m" 0 fail_if_no_path
