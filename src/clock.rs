@@ -45,6 +45,42 @@ impl Add<Duration> for Coarse {
     }
 }
 
+/// At most one log line per `interval` for a recurring condition (a map with no usable
+/// path answers every command with an error: at the rate callers send them, one line
+/// each would drown the log and cost the daemon as much as the commands). The lines left
+/// out are counted and the next one says how many.
+pub struct LogLimit {
+    interval: Duration,
+    /// When the last line was let through, and how many were held back since.
+    state: parking_lot::Mutex<(Option<Coarse>, u64)>,
+}
+
+impl LogLimit {
+    pub fn new(interval: Duration) -> LogLimit {
+        LogLimit {
+            interval,
+            state: parking_lot::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)` if a line should be logged at `now` (`n` lines were held back since the
+    /// last one), `None` if this one is held back.
+    pub fn admit(&self, now: Coarse) -> Option<u64> {
+        let mut state = self.state.lock();
+        let (last, held) = &mut *state;
+        match *last {
+            Some(t) if now.since(t) < self.interval => {
+                *held += 1;
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(held))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +99,21 @@ mod tests {
             Coarse(a.0 + Duration::from_secs(1))
         );
         assert_eq!(b.millis_since(a), b.since(a).as_millis() as u32);
+    }
+
+    #[test]
+    fn log_limit_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let limit = LogLimit::new(Duration::from_secs(1));
+        let t0 = Coarse::now();
+        assert_eq!(limit.admit(t0), Some(0), "the first line goes through");
+        assert_eq!(limit.admit(t0 + Duration::from_millis(10)), None);
+        assert_eq!(limit.admit(t0 + Duration::from_millis(999)), None);
+        assert_eq!(
+            limit.admit(t0 + Duration::from_secs(1)),
+            Some(2),
+            "the next line says how many were held back"
+        );
+        assert_eq!(limit.admit(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(limit.admit(t0 + Duration::from_secs(3)), Some(1));
     }
 }

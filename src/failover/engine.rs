@@ -11,7 +11,7 @@
 
 use super::openings::{OpenedPath, Openings, PathOpener};
 use super::policy::safe_to_repeat;
-use crate::clock::Coarse;
+use crate::clock::{Coarse, LogLimit};
 use crate::dm::{DevT, DmControl, GroupState, MapId, Message, MultipathStatus, MultipathTable};
 use crate::errno::Errno;
 use crate::path::{PathCommand, PathError, PathInfo};
@@ -175,6 +175,9 @@ pub struct Engine {
     stale: Arc<AtomicBool>,
     /// Set at shutdown: commands waiting for a path complete at once.
     closing: AtomicBool,
+    /// One line a second per map for commands that end without a path, however many do.
+    no_path_log: LogLimit,
+    time_spent_log: LogLimit,
     pub refresh_interval: Duration,
     /// How soon a command waiting for a path (queue_if_no_path) tries again when no
     /// device-mapper event for the map came first.
@@ -202,6 +205,8 @@ impl Engine {
             rr: AtomicUsize::new(0),
             stale,
             closing: AtomicBool::new(false),
+            no_path_log: LogLimit::new(Duration::from_secs(1)),
+            time_spent_log: LogLimit::new(Duration::from_secs(1)),
             refresh_interval: Duration::from_secs(1),
             queue_poll: Duration::from_secs(1),
             transition_poll: Duration::from_millis(50),
@@ -585,11 +590,14 @@ impl Engine {
 
     /// The answer when no path is left, the wait is over, or the daemon stops.
     pub fn no_path(&self, cmd: &PathCommand<'_>, attempt: &Attempt) -> Step {
-        tracing::warn!(
-            map = %self.map,
-            command = format_args!("{:#04x}", cmd.cdb.first().copied().unwrap_or(0)),
-            "no usable path left; completing with DID_TRANSPORT_DISRUPTED"
-        );
+        if let Some(held_back) = self.no_path_log.admit(Coarse::now()) {
+            tracing::warn!(
+                map = %self.map,
+                command = format_args!("{:#04x}", cmd.cdb.first().copied().unwrap_or(0)),
+                "no usable path left; completing with DID_TRANSPORT_DISRUPTED \
+                 ({held_back} more such commands since the last report)"
+            );
+        }
         Step::Done(attempt.stamp(Ok(transport_disrupted())))
     }
 
@@ -599,11 +607,14 @@ impl Engine {
     pub fn time_spent(&self, cmd: &PathCommand<'_>, attempt: &Attempt) -> Step {
         match attempt.last_path_error {
             Some(r) => {
-                tracing::warn!(
-                    map = %self.map,
-                    command = format_args!("{:#04x}", cmd.cdb.first().copied().unwrap_or(0)),
-                    "the command's timeout is spent; the caller gets the last path's result"
-                );
+                if let Some(held_back) = self.time_spent_log.admit(Coarse::now()) {
+                    tracing::warn!(
+                        map = %self.map,
+                        command = format_args!("{:#04x}", cmd.cdb.first().copied().unwrap_or(0)),
+                        "the command's timeout is spent; the caller gets the last path's \
+                         result ({held_back} more such commands since the last report)"
+                    );
+                }
                 Step::Done(attempt.stamp(Ok(r)))
             }
             None => self.no_path(cmd, attempt),
