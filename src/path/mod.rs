@@ -438,9 +438,16 @@ impl ScsiPath {
                 self.put_sg_fd(fd);
                 Ok(c)
             }
-            // Refused at write(): nothing is queued on the fd.
+            // Refused at write(): nothing is queued on the fd. If its device is gone
+            // (ENODEV: sg's device detaching), it and the idle ones, all on that device,
+            // answer nothing else again: closed, so that the sg device and its minor are
+            // released, and the next open is checked against the path's SCSI address.
             Err(SgStage::Write(e)) => {
-                self.put_sg_fd(fd);
+                if e == Errno::ENODEV {
+                    self.sg_idle.lock().clear();
+                } else {
+                    self.put_sg_fd(fd);
+                }
                 Err(PathError::Refused(e))
             }
             // read() failed after the command was sent: the command ran and its result

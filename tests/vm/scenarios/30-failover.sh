@@ -67,4 +67,12 @@ n=$(path_iocount "$a")
 for i in 1 2 3 4; do assert_ok "sg_turs $i through the node, $a back" sg_turs "$node"; done
 [ "$(path_iocount "$a")" -ge $((n + 2)) ] || die "$a got $(($(path_iocount "$a") - n)) of 4 commands after its reinstatement"
 say "ok: $a carries its share again ($(($(path_iocount "$a") - n)) of 4)"
+
+step "$a hot-unplugged: the other path carries on, the daemon lets go of the gone sg device"
+sg_a=$(lab_sg_of "$a") devt_a=$(lab_devt "$a")
+path_delete "$a"
+for i in 1 2 3 4; do assert_ok "sg_turs $i through the node, $a deleted" sg_turs "$node"; done
+assert_match "$a ($devt_a) failed in device-mapper" " $devt_a F " "$(dmsetup status mpathb)"
+held=$(find /proc/"$MPATHSG_PID"/fd -lname "$sg_a*" | wc -l)
+assert_eq "fds the daemon holds on $sg_a (its device is gone)" 0 "$held"
 mpathsg_stop
