@@ -109,7 +109,9 @@ for variant in uuid name; do
 	say "ok: the new mpathx answers for LU 1"
 	assert_eq "mpathx-old answers for LU 0" "$lu0" "$(lu_id /dev/mpath-sg/mpathx-old)"
 	path_running "$a0"
-	dmsetup remove mpathx-old && dmsetup remove mpathx || die "dmsetup remove failed"
+	# udev probes the maps after the rename and the reinstatement (seen on 6.12: EBUSY).
+	udevadm settle -t 30 || true
+	dmsetup remove --retry mpathx-old && dmsetup remove --retry mpathx || die "dmsetup remove failed"
 	wait_for "both nodes to go" 10 sh -c 'test ! -e /dev/mpath-sg/mpathx && test ! -e /dev/mpath-sg/mpathx-old'
 done
 kill -0 "$MPATHSG_PID" || die "the daemon died"
