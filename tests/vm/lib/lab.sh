@@ -397,3 +397,62 @@ qemu_scsi_generic() {
 		-device virtio-scsi-pci,id=scsi0 -device scsi-generic,drive=d0,bus=scsi0.0,id=sg0 \
 		-monitor stdio 2>&1
 }
+
+# ---------------------------------------------------------------- a guest on a node
+
+# guest_initramfs FILE: the guest's initramfs (newc cpio): static busybox, guest_io, the
+# modules of the running kernel that its disk needs (decompressed: busybox's insmod reads
+# plain .ko), and tests/vm/nested/init.
+guest_initramfs() {
+	local out=$1 dir f base
+	dir=$(mktemp -d)
+	mkdir -p "$dir"/bin "$dir"/dev "$dir"/proc "$dir"/sys "$dir"/modules
+	cp /bin/busybox "$dir"/bin/busybox
+	cp "$LAB_REPO"/target/clients/guest_io "$dir"/guest_io || die "guest_io is not built (make build)"
+	cp "$LAB_ROOT"/nested/init "$dir"/init
+	# (One module per modprobe: its further words are module parameters.)
+	for f in virtio_pci virtio_scsi sd_mod; do modprobe --show-depends "$f"; done |
+		awk '$1 == "insmod" && !seen[$2]++ { print $2 }' |
+		while read -r f; do
+			base=$(basename "$f")
+			case $f in
+			*.xz) busybox xzcat "$f" >"$dir/modules/${base%.xz}" ;;
+			*) cp "$f" "$dir/modules/$base" ;;
+			esac
+			echo "${base%.xz}" >>"$dir"/modules.order
+		done
+	[ -s "$dir"/modules.order ] || die "no modules for the guest's disk"
+	(cd "$dir" && find . | busybox cpio -o -H newc 2>/dev/null) >"$out" || die "guest initramfs: cpio failed"
+	rm -rf "$dir"
+}
+
+# guest_start DEV SECONDS CONSOLE: boots the lab's own kernel in qemu (TCG, q35) with
+# DEV as its disk (virtio-scsi, scsi-generic), running guest_io for SECONDS; the guest's
+# console goes to CONSOLE. Sets GUEST_PID.
+guest_start() {
+	local dev=$1 seconds=$2 console=$3 initrd=$LAB_OUT/guest-initramfs.cpio
+	[ -s "$initrd" ] || guest_initramfs "$initrd"
+	: >"$console"
+	qemu-system-x86_64 -accel tcg -machine q35 -m 512 -smp 1 -nodefaults -display none -no-reboot \
+		-kernel /boot/vmlinuz-"$(uname -r)" -initrd "$initrd" \
+		-append "console=ttyS0 rdinit=/init panic=-1 quiet guest_io_seconds=$seconds" \
+		-serial file:"$console" \
+		-blockdev driver=host_device,filename="$dev",node-name=d0 \
+		-device virtio-scsi-pci,id=scsi0 -device scsi-generic,drive=d0,bus=scsi0.0,id=sg0 \
+		>"$console.qemu" 2>&1 &
+	GUEST_PID=$!
+}
+
+# guest_wait CONSOLE PATTERN TIMEOUT: waits for a console line matching PATTERN; fails
+# if the guest exits first.
+guest_wait() {
+	local console=$1 pattern=$2 timeout=$3 i
+	for ((i = 0; i < timeout * 10; i++)); do
+		grep -aq -- "$pattern" "$console" && return 0
+		kill -0 "$GUEST_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	grep -aq -- "$pattern" "$console" && return 0
+	tail -n 20 "$console" "$console.qemu" >&2
+	die "the guest did not print '$pattern' within ${timeout}s"
+}
