@@ -12,7 +12,7 @@ a=${LAB_PATHS[0]} b=${LAB_PATHS[1]}
 lab_map mpatha --queue --group "$a" "$b"
 mpathsg_start
 node=/dev/mpath-sg/mpatha
-seconds=${LAB_GUEST_SECONDS:-40}
+seconds=${LAB_GUEST_SECONDS:-32}
 console=$LAB_OUT/guest-console.txt
 # guest_line PREFIX: the guest's console lines starting with PREFIX (the serial console
 # ends lines with CR LF).
@@ -44,7 +44,7 @@ max_kb=$(sed -n 's/.* max_sectors_kb=\([0-9]*\).*/\1/p' <<<"$disk")
 say "ok: the guest's largest transfer is $max_kb KiB (the node takes $((node_max / 1024)) KiB)"
 
 step "paths fail and come back under the guest's I/O"
-sleep 3
+sleep 2
 n=$(path_iocount "$b")
 path_offline "$a"
 sleep 5
@@ -52,7 +52,7 @@ sleep 5
 say "ok: $(($(path_iocount "$b") - n)) commands on $b while $a was offline"
 path_running "$a"
 map_reinstate_path mpatha "$a"
-sleep 3
+sleep 2
 n=$(path_iocount "$a")
 path_offline "$b"
 sleep 5
@@ -60,7 +60,7 @@ sleep 5
 say "ok: $(($(path_iocount "$a") - n)) commands on $a while $b was offline"
 path_running "$b"
 map_reinstate_path mpatha "$b"
-sleep 3
+sleep 2
 step "every path down for 6 s (queue_if_no_path): the guest's I/O waits, then resumes"
 path_offline "$a"
 path_offline "$b"
