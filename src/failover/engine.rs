@@ -15,7 +15,9 @@ use crate::clock::{Coarse, LogLimit};
 use crate::dm::{DevT, DmControl, GroupState, MapId, Message, MultipathStatus, MultipathTable};
 use crate::errno::Errno;
 use crate::path::{PathCommand, PathError, PathInfo};
-use crate::scsi::classify::{classify_completion, classify_errno, classify_lost, host, Verdict};
+use crate::scsi::classify::{
+    alua_state_changed, classify_completion, classify_errno, classify_lost, host, Verdict,
+};
 use crate::sg::header::Completion;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -41,6 +43,18 @@ pub struct PathStats {
     probing: AtomicBool,
     /// When the last probe found the path answering.
     answered_at: Mutex<Option<Coarse>>,
+    /// When the port last answered that its ALUA state serves no I/O (standby,
+    /// unavailable); cleared when the LU reports an ALUA state change.
+    inactive_at: Mutex<Option<Coarse>>,
+}
+
+impl PathStats {
+    /// The port said within `ALUA_RECHECK` that it serves no I/O: tried after the others.
+    fn recently_inactive(&self) -> bool {
+        self.inactive_at
+            .lock()
+            .is_some_and(|t| t.elapsed() < ALUA_RECHECK)
+    }
 }
 
 pub struct PathEntry {
@@ -127,6 +141,9 @@ impl Snapshot {
                 }
             }
         }
+        // Ports that just said their ALUA state serves no I/O go last (still tried: the
+        // state may have changed), the rest keep device-mapper's order.
+        out.sort_by_key(|&(g, i)| self.groups[g].paths[i].stats.recently_inactive());
         out
     }
 
@@ -490,7 +507,18 @@ impl Engine {
                     }
                 };
                 match verdict {
-                    Verdict::Complete => return Step::Done(attempt.stamp(result)),
+                    Verdict::Complete => {
+                        // The port serves I/O (again): back in device-mapper's order.
+                        if p.stats.inactive_at.lock().is_some() {
+                            p.stats.inactive_at.lock().take();
+                        }
+                        if let Ok(c) = &result {
+                            if alua_state_changed(c.status, &c.sense) {
+                                self.alua_changed(&snap);
+                            }
+                        }
+                        return Step::Done(attempt.stamp(result));
+                    }
                     Verdict::CallerError(e) => return Step::Done(Err(e)),
                     Verdict::PathError {
                         reason,
@@ -514,6 +542,18 @@ impl Engine {
                     Verdict::RetryLater { reason } => {
                         tracing::info!(map = %self.map, path = %p.name(), reason, "retrying");
                         retry_later = true;
+                    }
+                    Verdict::PortInactive { reason } => {
+                        // Not run, so any command moves on; the port stays in use in
+                        // device-mapper and is tried after the others for a while.
+                        if p.stats.inactive_at.lock().replace(Coarse::now()).is_none() {
+                            tracing::info!(map = %self.map, path = %p.name(), reason,
+                                "the port serves no I/O in its ALUA state: commands go to the other ports first");
+                        }
+                        p.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(c) = result {
+                            attempt.last_inactive = Some(c);
+                        }
                     }
                 }
             }
@@ -549,6 +589,15 @@ impl Engine {
             }
             if let Some(e) = local_error.filter(|_| !retry_later && !path_failed) {
                 return Step::Done(Err(e));
+            }
+            // Every port that answered said its ALUA state serves no I/O, and none is
+            // coming (no transition, no queueing): the LU's own answer, as a single-path
+            // LU gives it.
+            if let Some(c) = attempt
+                .last_inactive
+                .filter(|_| !retry_later && !snap.queue_if_no_path && !path_failed)
+            {
+                return Step::Done(attempt.stamp(Ok(c)));
             }
             if retry_later || snap.queue_if_no_path {
                 // Each path gets another chance after the wait, bounded by the timeout.
@@ -605,7 +654,8 @@ impl Engine {
     /// command (as sg answers a command that timed out on its one path: DID_TIME_OUT,
     /// say); if no path gave one (each refused it before issuing it), no path.
     pub fn time_spent(&self, cmd: &PathCommand<'_>, attempt: &Attempt) -> Step {
-        match attempt.last_path_error {
+        // (A port's ALUA refusal is the LU's answer too, if no path gave one.)
+        match attempt.last_path_error.or(attempt.last_inactive) {
             Some(r) => {
                 if let Some(held_back) = self.time_spent_log.admit(Coarse::now()) {
                     tracing::warn!(
@@ -619,6 +669,16 @@ impl Engine {
             }
             None => self.no_path(cmd, attempt),
         }
+    }
+
+    /// The LU reported an ALUA state change (UNIT ATTENTION 2A/06, passed to the caller):
+    /// every port is worth trying in device-mapper's order again, and the map re-read
+    /// (multipathd may regroup it).
+    fn alua_changed(&self, snap: &Snapshot) {
+        for p in snap.groups.iter().flat_map(|g| g.paths.iter()) {
+            p.stats.inactive_at.lock().take();
+        }
+        self.mark_stale();
     }
 
     /// Whether the snapshot was taken after `t` and no event came since.
@@ -641,6 +701,10 @@ const PROBE_TIMEOUT_MS: u32 = 10_000;
 
 /// A path that answered its probe this recently is neither probed again nor skipped.
 const PROBE_HOLDOFF: Duration = Duration::from_secs(1);
+
+/// A port that said its ALUA state serves no I/O is tried after the others for this long
+/// (unless the LU reports a state change first), then in its turn again.
+const ALUA_RECHECK: Duration = Duration::from_secs(5);
 
 /// The daemon's probe of a path: a TEST UNIT READY. Some(reason) when the path itself
 /// fails (a path error as the commands' results are classified); None when the LU
@@ -718,6 +782,8 @@ pub struct Attempt {
     /// The SCSI result of the last path that failed it: the answer once the timeout is
     /// spent.
     last_path_error: Option<Completion>,
+    /// The last answer of a port whose ALUA state serves no I/O (NOT READY 04/0B, 04/0C).
+    last_inactive: Option<Completion>,
     /// When the snapshot this command last tried was taken.
     parked_at: Coarse,
 }
@@ -736,6 +802,7 @@ impl Attempt {
             waits: 0,
             sent: 0,
             last_path_error: None,
+            last_inactive: None,
             parked_at: started,
         }
     }
@@ -1250,6 +1317,86 @@ mod tests {
         });
         assert_eq!(r.run(&TUR, 5_000).unwrap().status, 0);
         assert_eq!(r.calls(0), 3);
+        assert!(r.dm.messages.lock().is_empty());
+    }
+
+    /// CHECK CONDITION with fixed sense KEY/ASC/ASCQ.
+    fn check(k: u8, asc: u8, ascq: u8) -> Result<Completion, Errno> {
+        let s = [
+            0x70, 0, k, 0, 0, 0, 0, 10, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0,
+        ];
+        Ok(Completion {
+            status: 2,
+            sense: SenseBytes::from_slice(&s),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn an_alua_standby_port_sends_any_command_on_without_failing_the_port() {
+        // 8:0's port is in standby: a PERSISTENT RESERVE OUT (never repeated after an
+        // unknown outcome) moves to 8:16, since the LU did not process it; no probe, no
+        // fail_path; the next commands go to 8:16 first for a while.
+        let r = rig(&[&[0], &[16]], false);
+        r.behave(0, |_| check(0x02, 0x04, 0x0b));
+        assert_eq!(r.run(&PR_OUT, 1000).unwrap().status, 0);
+        assert_eq!((r.calls(0), r.calls(16)), (1, 1));
+        assert!(!r.engine.probing());
+        r.run(&TUR, 1000).unwrap();
+        r.run(&TUR, 1000).unwrap();
+        assert_eq!(
+            (r.calls(0), r.calls(16)),
+            (1, 3),
+            "the standby port goes last"
+        );
+        assert!(
+            r.dm.messages.lock().is_empty(),
+            "the port stays active in device-mapper"
+        );
+    }
+
+    #[test]
+    fn an_asymmetric_access_state_change_passes_through_and_brings_ports_back() {
+        let r = rig(&[&[0], &[16]], false);
+        let standby = Arc::new(AtomicBool::new(true));
+        let s2 = standby.clone();
+        r.behave(0, move |cdb| {
+            if s2.load(Ordering::Relaxed) {
+                check(0x02, 0x04, 0x0b)
+            } else {
+                good(cdb)
+            }
+        });
+        let ua = Arc::new(AtomicBool::new(false));
+        let ua2 = ua.clone();
+        r.behave(16, move |cdb| {
+            if ua2.swap(false, Ordering::Relaxed) {
+                check(0x06, 0x2a, 0x06)
+            } else {
+                good(cdb)
+            }
+        });
+        r.run(&TUR, 1000).unwrap();
+        assert_eq!((r.calls(0), r.calls(16)), (1, 1));
+        // 8:0's port becomes active; the LU says so through 8:16: the caller gets the
+        // unit attention, and the next command goes to 8:0, first in device-mapper's order.
+        standby.store(false, Ordering::Relaxed);
+        ua.store(true, Ordering::Relaxed);
+        let c = r.run(&TUR, 1000).unwrap();
+        assert_eq!(c.status, 2, "the unit attention reaches the caller");
+        assert_eq!(&c.sense[12..14], &[0x2a, 0x06]);
+        r.run(&TUR, 1000).unwrap();
+        assert_eq!((r.calls(0), r.calls(16)), (2, 2));
+    }
+
+    #[test]
+    fn every_port_inactive_gives_the_lus_answer() {
+        let r = rig(&[&[0], &[16]], false);
+        r.behave(0, |_| check(0x02, 0x04, 0x0c));
+        r.behave(16, |_| check(0x02, 0x04, 0x0b));
+        let c = r.run(&READ_10, 1000).unwrap();
+        assert_eq!((c.status, c.host_status), (2, 0));
+        assert_eq!(&c.sense[12..14], &[0x04, 0x0b], "the last port's answer");
         assert!(r.dm.messages.lock().is_empty());
     }
 

@@ -21,6 +21,11 @@ pub enum Verdict {
     /// The LU is moving between ALUA states: try again (another path, or shortly) without
     /// failing this path.
     RetryLater { reason: &'static str },
+    /// The port works but its ALUA state serves no I/O (standby, unavailable): the LU
+    /// did not process the command (SPC-4 5.15.2.4), so it moves to another port, any
+    /// opcode; the port is not failed in device-mapper (it is not dead, and a state
+    /// change brings it back, as multipathd's ALUA prioritizer would regroup it).
+    PortInactive { reason: &'static str },
     /// The request itself is wrong: the caller gets this errno, nothing is retried.
     CallerError(Errno),
 }
@@ -63,6 +68,14 @@ pub fn classify_errno(e: Errno) -> Verdict {
 /// be copied, or the fd was refused): the LU may have run it, its result is lost.
 pub fn classify_lost(_: Errno) -> Verdict {
     path("result lost after the command was sent", true)
+}
+
+/// UNIT ATTENTION 2A/06, ASYMMETRIC ACCESS STATE CHANGED: the LU's ALUA states moved
+/// (the caller gets it like any unit attention; the daemon also looks at its ports again).
+pub fn alua_state_changed(status: u8, sense: &[u8]) -> bool {
+    status & 0xfe == status::CHECK_CONDITION
+        && Sense::parse(sense)
+            .is_some_and(|s| (s.key, s.asc, s.ascq) == (key::UNIT_ATTENTION, 0x2a, 0x06))
 }
 
 /// Host byte values (`include/scsi/scsi_status.h`).
@@ -154,12 +167,12 @@ fn classify_sense(sense: &[u8]) -> Verdict {
         // The LU's own refusal through this port (SPC-4 5.15.2.4: the device server
         // terminates the command without processing it): the one answer from beyond the
         // host that says the command did not run.
-        (key::NOT_READY, 0x04, 0x0b) => {
-            path("ALUA target port in standby (NOT READY 04/0B)", false)
-        }
-        (key::NOT_READY, 0x04, 0x0c) => {
-            path("ALUA target port unavailable (NOT READY 04/0C)", false)
-        }
+        (key::NOT_READY, 0x04, 0x0b) => PortInactive {
+            reason: "ALUA target port in standby (NOT READY 04/0B)",
+        },
+        (key::NOT_READY, 0x04, 0x0c) => PortInactive {
+            reason: "ALUA target port unavailable (NOT READY 04/0C)",
+        },
         (key::HARDWARE_ERROR, 0x08, _) => {
             path("LU communication failure (HARDWARE ERROR 08/xx)", true)
         }
@@ -305,12 +318,32 @@ mod tests {
         assert!(matches!(cc(key::NOT_READY, 0x04, 0x0a), RetryLater { .. }));
     }
     #[test]
-    fn alua_standby_is_a_path_error() {
-        assert!(is_path(cc(key::NOT_READY, 0x04, 0x0b), false));
+    fn alua_standby_is_an_inactive_port() {
+        assert!(matches!(
+            cc(key::NOT_READY, 0x04, 0x0b),
+            PortInactive { .. }
+        ));
     }
     #[test]
-    fn alua_unavailable_is_a_path_error() {
-        assert!(is_path(cc(key::NOT_READY, 0x04, 0x0c), false));
+    fn alua_unavailable_is_an_inactive_port() {
+        assert!(matches!(
+            cc(key::NOT_READY, 0x04, 0x0c),
+            PortInactive { .. }
+        ));
+    }
+    #[test]
+    fn asymmetric_access_state_changed_is_seen_and_passed_on() {
+        let ua = sense(key::UNIT_ATTENTION, 0x2a, 0x06);
+        assert!(alua_state_changed(status::CHECK_CONDITION, &ua));
+        assert_eq!(
+            classify_completion(status::CHECK_CONDITION, 0, &ua),
+            Complete
+        );
+        assert!(!alua_state_changed(status::GOOD, &ua));
+        assert!(!alua_state_changed(
+            status::CHECK_CONDITION,
+            &sense(key::UNIT_ATTENTION, 0x2a, 0x03)
+        ));
     }
     #[test]
     fn not_ready_of_the_lu_completes() {
@@ -372,10 +405,15 @@ mod tests {
     }
     #[test]
     fn descriptor_sense_is_classified_too() {
-        let d = [0x72, key::NOT_READY, 0x04, 0x0b, 0, 0, 0, 0];
+        let d = [0x72, key::HARDWARE_ERROR, 0x08, 0x00, 0, 0, 0, 0];
         assert!(is_path(
             classify_completion(status::CHECK_CONDITION, 0, &d),
-            false
+            true
+        ));
+        let d = [0x72, key::NOT_READY, 0x04, 0x0b, 0, 0, 0, 0];
+        assert!(matches!(
+            classify_completion(status::CHECK_CONDITION, 0, &d),
+            PortInactive { .. }
         ));
     }
 }

@@ -299,6 +299,7 @@ lab_reset() {
 	if [ -d $LAB_SDEBUG_SYSFS ]; then
 		modprobe -r scsi_debug || die "cannot unload scsi_debug (still in use?)"
 	fi
+	lio_reset
 	LAB_PATHS=()
 	LAB_LU_PATHS=()
 }
@@ -455,4 +456,100 @@ guest_wait() {
 	grep -aq -- "$pattern" "$console" && return 0
 	tail -n 20 "$console" "$console.qemu" >&2
 	die "the guest did not print '$pattern' within ${timeout}s"
+}
+
+# ---------------------------------------------------------------- LIO over tcm_loop
+# A real SCSI target (persistent reservations, settable ALUA states) in the VM: a RAM-disk
+# backstore seen through several tcm_loop targets is one LU with several I_T nexuses, each
+# its own SCSI host (a path). ../shared/notes/vm-lab.md has the recipe this follows.
+LAB_LIO=/sys/kernel/config/target
+LAB_LIO_PORTS=0 # tcm_loop targets made so far (their WWNs are numbered from it)
+
+# lio_setup: the modules, configfs, and a writable dbroot (LIO keeps PR and ALUA metadata
+# there; without one every PR OUT answers NOT READY).
+lio_setup() {
+	modprobe target_core_mod || die "modprobe target_core_mod failed"
+	modprobe tcm_loop || die "modprobe tcm_loop failed"
+	mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+	mkdir -p /run/lab-target/pr /run/lab-target/alua
+	[ "$(cat $LAB_LIO/dbroot)" = /run/lab-target ] || echo /run/lab-target >$LAB_LIO/dbroot ||
+		die "cannot set LIO's dbroot"
+}
+
+# lio_lu NAME [MIB]: a RAM-disk LU (default 64 MiB) with a unit serial (for VPD 0x83) and
+# a second ALUA target port group, tpg_b (id 2), beside LIO's default_tg_pt_gp (id 0).
+lio_lu() {
+	local name=$1 mib=${2:-64} d=$LAB_LIO/core/rd_mcp_0/$1
+	mkdir -p "$d" || die "cannot make LIO backstore $name"
+	echo "rd_pages=$((mib * 256))" >"$d"/control
+	echo "lab-$name" >"$d"/wwn/vpd_unit_serial
+	echo 1 >"$d"/enable || die "cannot enable LIO backstore $name"
+	mkdir "$d"/alua/tpg_b && echo 2 >"$d"/alua/tpg_b/tg_pt_gp_id || die "cannot make tpg_b on $name"
+}
+
+# lio_disks: the sd disks LIO presents.
+lio_disks() {
+	local d
+	for d in /sys/block/sd*; do
+		[ -e "$d" ] || continue
+		[ "$(cat "$d"/device/vendor 2>/dev/null | tr -d ' ')" = LIO-ORG ] && basename "$d"
+	done
+	return 0
+}
+
+lio_more_disks_than() { [ "$(lio_disks | wc -l)" -gt "$1" ]; }
+
+# lio_port LU [GROUP]: a new tcm_loop target (one I_T nexus, one SCSI host) presenting LU as
+# its LUN 0, its port in ALUA group GROUP (default_tg_pt_gp, the default, or tpg_b). Sets
+# LIO_DISK to the sd disk that appeared for it.
+lio_port() {
+	local lu=$1 group=${2:-default_tg_pt_gp} n w before
+	n=$((++LAB_LIO_PORTS))
+	w=$LAB_LIO/loopback/naa.50014050000000$(printf %02d "$n")/tpgt_1
+	before=$(lio_disks)
+	mkdir -p "$w" || die "cannot make tcm_loop target $n"
+	# The nexus first: it makes the SCSI host (a LUN made before it is never discovered).
+	echo "naa.50014059999999$(printf %02d "$n")" >"$w"/nexus || die "cannot make the nexus of port $n"
+	mkdir -p "$w"/lun/lun_0
+	ln -s "$LAB_LIO/core/rd_mcp_0/$lu" "$w"/lun/lun_0/virtual_scsi_port || die "cannot map $lu on port $n"
+	echo "$group" >"$w"/lun/lun_0/alua_tg_pt_gp || die "cannot put port $n in $group"
+	wait_for "the disk of LIO port $n" 30 lio_more_disks_than "$(wc -w <<<"$before")"
+	LIO_DISK=$(comm -13 <(sort <<<"$before") <(lio_disks | sort) | head -n 1)
+	[ -n "$LIO_DISK" ] || die "no new disk for LIO port $n"
+}
+
+# lio_alua LU GROUP STATE: the ALUA access state of GROUP's ports for LU (optimized,
+# nonoptimized, standby, unavailable, transitioning).
+lio_alua() {
+	local code
+	case $3 in
+	optimized) code=0 ;; nonoptimized) code=1 ;; standby) code=2 ;;
+	unavailable) code=3 ;; transitioning) code=15 ;;
+	*) die "lio_alua: unknown state $3" ;;
+	esac
+	echo "$code" >"$LAB_LIO/core/rd_mcp_0/$1/alua/$2/alua_access_state" ||
+		die "cannot set $1's $2 to $3"
+}
+
+# lio_reset: every port, LU and group gone, modules unloaded.
+lio_reset() {
+	[ -d $LAB_LIO/core ] || return 0
+	local w l
+	for w in $LAB_LIO/loopback/naa.*/tpgt_*; do
+		[ -d "$w" ] || continue
+		for l in "$w"/lun/lun_*; do
+			[ -d "$l" ] || continue
+			rm -f "$l"/virtual_scsi_port
+			rmdir "$l"
+		done
+		rmdir "$w" && rmdir "$(dirname "$w")"
+	done
+	for l in $LAB_LIO/core/rd_mcp_*/*/; do
+		[ -d "$l" ] || continue
+		rmdir "$l"/alua/tpg_b 2>/dev/null || true
+		rmdir "$l"
+	done
+	rmdir $LAB_LIO/core/rd_mcp_* 2>/dev/null || true
+	LAB_LIO_PORTS=0
+	modprobe -r tcm_loop 2>/dev/null || true
 }
