@@ -45,6 +45,17 @@ static long pattern(unsigned char *buf, size_t size, uint64_t lba, uint64_t roun
 	return bad;
 }
 
+/* One whole pwrite() or pread() of SIZE bytes at LBA; a failure is printed. */
+static int transfer(int fd, int is_write, unsigned char *buf, size_t size, uint64_t lba)
+{
+	ssize_t n = is_write ? pwrite(fd, buf, size, lba * 512) : pread(fd, buf, size, lba * 512);
+	if (n == (ssize_t)size)
+		return 0;
+	printf("GUEST_IO_ERROR %s lba=%llu size=%zu: %s\n", is_write ? "write" : "read", (unsigned long long)lba, size,
+	       n < 0 ? strerror(errno) : "short");
+	return -1;
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -87,20 +98,14 @@ int main(int argc, char **argv)
 			/* Each size its own 16 MiB from the start of the disk (the lab's LUs have 64). */
 			uint64_t lba = (uint64_t)i * 32768 + (rounds * (size / 512)) % (32768 - size / 512 + 1);
 			pattern(buf, size, lba, rounds, 0);
-			ssize_t n = pwrite(fd, buf, size, lba * 512);
 			ios++;
-			if (n != (ssize_t)size) {
-				printf("GUEST_IO_ERROR write lba=%llu size=%zu: %s\n", (unsigned long long)lba, size,
-				       n < 0 ? strerror(errno) : "short");
+			if (transfer(fd, 1, buf, size, lba)) {
 				errors++;
 				continue;
 			}
 			memset(buf, 0, size);
-			n = pread(fd, buf, size, lba * 512);
 			ios++;
-			if (n != (ssize_t)size) {
-				printf("GUEST_IO_ERROR read lba=%llu size=%zu: %s\n", (unsigned long long)lba, size,
-				       n < 0 ? strerror(errno) : "short");
+			if (transfer(fd, 0, buf, size, lba)) {
 				errors++;
 				continue;
 			}

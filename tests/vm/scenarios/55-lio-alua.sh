@@ -25,6 +25,14 @@ turs() {
 		if out=$(sg_turs "$node" 2>&1); then echo ok; else printf '%s\n' "$out" | tr '\n' ' ' && echo; fi
 	done
 }
+# turs_succeed_on N DISK: N TURs through the node all succeed, carried by DISK.
+turs_succeed_on() {
+	local before want
+	before=$(path_iocount "$2")
+	want=$(for ((i = 0; i < $1; i++)); do echo ok; done | tr '\n' ' ' | sed 's/ $//')
+	assert_eq "$1 TURs succeed" "$want" "$(turs "$1" | tr '\n' ' ' | sed 's/ $//')"
+	[ "$(path_iocount "$2")" -ge $((before + $1)) ] || die "the TURs did not go to $2"
+}
 both_active() {
 	assert_eq "$a active in device-mapper" A "$(map_path_state mpatha "$a")"
 	assert_eq "$b active in device-mapper" A "$(map_path_state mpatha "$b")"
@@ -38,9 +46,7 @@ assert_eq "none went to $b" "$nb" "$(path_iocount "$b")"
 
 step "$a's group goes standby: the commands go to $b, the caller sees no error"
 lio_alua lu0 default_tg_pt_gp standby
-nb=$(path_iocount "$b")
-assert_eq "5 TURs succeed" "ok ok ok ok ok" "$(turs 5 | tr '\n' ' ' | sed 's/ $//')"
-[ "$(path_iocount "$b")" -ge $((nb + 5)) ] || die "the TURs did not go to $b"
+turs_succeed_on 5 "$b"
 assert_fails "through $a's own sg node the same TUR fails (what the node spares its callers)" sg_turs "$(lab_sg_of "$a")"
 assert_match "with the LU's standby answer" "[Ss]tandby|not ready" "$LAB_LAST_OUTPUT"
 both_active
@@ -57,17 +63,13 @@ assert_ok "WRITE(10) of one block through the node" sg_raw -s 512 -i /dev/zero "
 [ "$(path_iocount "$a")" -gt "$na" ] || die "the WRITE was not tried on $a first: the step proves nothing"
 [ "$(path_iocount "$b")" -gt "$nb" ] || die "the WRITE did not move on to $b"
 say "ok: refused on $a, written through $b"
-nb=$(path_iocount "$b")
-assert_eq "3 TURs succeed" "ok ok ok" "$(turs 3 | tr '\n' ' ' | sed 's/ $//')"
-[ "$(path_iocount "$b")" -ge $((nb + 3)) ] || die "the TURs did not go to $b"
+turs_succeed_on 3 "$b"
 both_active
 
 step "$a optimized again, $b standby: back to $a"
 lio_alua lu0 default_tg_pt_gp optimized
 lio_alua lu0 tpg_b standby
-na=$(path_iocount "$a")
-assert_eq "4 TURs succeed" "ok ok ok ok" "$(turs 4 | tr '\n' ' ' | sed 's/ $//')"
-[ "$(path_iocount "$a")" -ge $((na + 4)) ] || die "the TURs did not go back to $a"
+turs_succeed_on 4 "$a"
 both_active
 
 step "every port inactive: the caller gets the LU's answer, no path is failed"

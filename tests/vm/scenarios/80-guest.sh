@@ -44,22 +44,21 @@ max_kb=$(sed -n 's/.* max_sectors_kb=\([0-9]*\).*/\1/p' <<<"$disk")
 say "ok: the guest's largest transfer is $max_kb KiB (the node takes $((node_max / 1024)) KiB)"
 
 step "paths fail and come back under the guest's I/O"
-sleep 2
-n=$(path_iocount "$b")
-path_offline "$a"
-sleep 5
-[ "$(path_iocount "$b")" -gt "$n" ] || die "no I/O went to $b while $a was offline: the step proves nothing"
-say "ok: $(($(path_iocount "$b") - n)) commands on $b while $a was offline"
-path_running "$a"
-map_reinstate_path mpatha "$a"
-sleep 2
-n=$(path_iocount "$a")
-path_offline "$b"
-sleep 5
-[ "$(path_iocount "$a")" -gt "$n" ] || die "no I/O went to $a while $b was offline"
-say "ok: $(($(path_iocount "$a") - n)) commands on $a while $b was offline"
-path_running "$b"
-map_reinstate_path mpatha "$b"
+# one_path_down DOWN UP: DOWN offline for 5 s, UP must carry the guest's commands
+# meanwhile; then DOWN runs again and is reinstated.
+one_path_down() {
+	local n
+	sleep 2
+	n=$(path_iocount "$2")
+	path_offline "$1"
+	sleep 5
+	[ "$(path_iocount "$2")" -gt "$n" ] || die "no I/O went to $2 while $1 was offline: the step proves nothing"
+	say "ok: $(($(path_iocount "$2") - n)) commands on $2 while $1 was offline"
+	path_running "$1"
+	map_reinstate_path mpatha "$1"
+}
+one_path_down "$a" "$b"
+one_path_down "$b" "$a"
 sleep 2
 step "every path down for 6 s (queue_if_no_path): the guest's I/O waits, then resumes"
 path_offline "$a"
