@@ -143,7 +143,8 @@ impl Snapshot {
         }
         // Ports that just said their ALUA state serves no I/O go last (still tried: the
         // state may have changed), the rest keep device-mapper's order.
-        out.sort_by_key(|&(g, i)| self.groups[g].paths[i].stats.recently_inactive());
+        // (Each key read once: a mark may change under the sort.)
+        out.sort_by_cached_key(|&(g, i)| self.groups[g].paths[i].stats.recently_inactive());
         out
     }
 
@@ -453,8 +454,13 @@ impl Engine {
         } else {
             self.snapshot()
         };
+        // A path error anywhere in this call: then a port's ALUA refusal is not what the
+        // caller gets (no path, or the path's result, is).
+        let mut any_path_failed = false;
         loop {
             let mut retry_later = false;
+            // Ports that refused for their ALUA state in this pass.
+            let mut inactive_this_pass = false;
             // A path the daemon could not send the command on (its own limits): not the
             // path's fault, so not failed; if no path failed either, waiting would not
             // help and the caller gets the errno at once.
@@ -509,9 +515,7 @@ impl Engine {
                 match verdict {
                     Verdict::Complete => {
                         // The port serves I/O (again): back in device-mapper's order.
-                        if p.stats.inactive_at.lock().is_some() {
-                            p.stats.inactive_at.lock().take();
-                        }
+                        p.stats.inactive_at.lock().take();
                         if let Ok(c) = &result {
                             if alua_state_changed(c.status, &c.sense) {
                                 self.alua_changed(&snap);
@@ -525,6 +529,7 @@ impl Engine {
                         maybe_executed,
                     } => {
                         path_failed = true;
+                        any_path_failed = true;
                         self.path_error(p, cmd.cdb, reason);
                         if maybe_executed && !safe_to_repeat(cmd.cdb, info.scsi_type) {
                             tracing::warn!(
@@ -551,6 +556,7 @@ impl Engine {
                                 "the port serves no I/O in its ALUA state: commands go to the other ports first");
                         }
                         p.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                        inactive_this_pass = true;
                         if let Ok(c) = result {
                             attempt.last_inactive = Some(c);
                         }
@@ -593,10 +599,9 @@ impl Engine {
             // Every port that answered said its ALUA state serves no I/O, and none is
             // coming (no transition, no queueing): the LU's own answer, as a single-path
             // LU gives it.
-            if let Some(c) = attempt
-                .last_inactive
-                .filter(|_| !retry_later && !snap.queue_if_no_path && !path_failed)
-            {
+            if let Some(c) = attempt.last_inactive.filter(|_| {
+                inactive_this_pass && !retry_later && !snap.queue_if_no_path && !any_path_failed
+            }) {
                 return Step::Done(attempt.stamp(Ok(c)));
             }
             if retry_later || snap.queue_if_no_path {
@@ -1397,6 +1402,25 @@ mod tests {
         let c = r.run(&READ_10, 1000).unwrap();
         assert_eq!((c.status, c.host_status), (2, 0));
         assert_eq!(&c.sense[12..14], &[0x04, 0x0b], "the last port's answer");
+        assert!(r.dm.messages.lock().is_empty());
+    }
+
+    #[test]
+    fn every_port_inactive_on_a_queueing_map_waits_then_gives_the_lus_answer() {
+        let r = rig(&[&[0], &[16]], true);
+        r.behave(0, |_| check(0x02, 0x04, 0x0b));
+        r.behave(16, |_| check(0x02, 0x04, 0x0c));
+        let t = Instant::now();
+        let c = r.run(&READ_10, 300).unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "it waited for a port"
+        );
+        assert_eq!(
+            (c.status, c.host_status),
+            (2, 0),
+            "the LU's answer at the deadline"
+        );
         assert!(r.dm.messages.lock().is_empty());
     }
 
