@@ -32,6 +32,15 @@ impl Coarse {
         Coarse::now().since(self)
     }
 
+    /// Milliseconds since the clock's start (boot), for keeping a time in an atomic.
+    pub fn as_millis(self) -> u64 {
+        self.0.as_millis().min(u128::from(u64::MAX)) as u64
+    }
+
+    pub fn from_millis(ms: u64) -> Coarse {
+        Coarse(Duration::from_millis(ms))
+    }
+
     /// Milliseconds since `earlier`, saturated to u32 (sg's `duration`).
     pub fn millis_since(self, earlier: Coarse) -> u32 {
         self.since(earlier).as_millis().min(u128::from(u32::MAX)) as u32

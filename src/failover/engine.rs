@@ -44,16 +44,31 @@ pub struct PathStats {
     /// When the last probe found the path answering.
     answered_at: Mutex<Option<Coarse>>,
     /// When the port last answered that its ALUA state serves no I/O (standby,
-    /// unavailable); cleared when the LU reports an ALUA state change.
-    inactive_at: Mutex<Option<Coarse>>,
+    /// unavailable), in coarse-clock milliseconds, 0 for never or cleared (the LU
+    /// reported an ALUA state change, or the port answered a command). An atomic: every
+    /// command reads it for every path, and clears it on the port that answered.
+    inactive_at: AtomicU64,
 }
 
 impl PathStats {
     /// The port said within `ALUA_RECHECK` that it serves no I/O: tried after the others.
     fn recently_inactive(&self) -> bool {
-        self.inactive_at
-            .lock()
-            .is_some_and(|t| t.elapsed() < ALUA_RECHECK)
+        match self.inactive_at.load(Ordering::Relaxed) {
+            0 => false,
+            ms => Coarse::from_millis(ms).elapsed() < ALUA_RECHECK,
+        }
+    }
+
+    /// Marks the port inactive now; true if it was not marked.
+    fn mark_inactive(&self) -> bool {
+        let now = Coarse::now().as_millis().max(1);
+        self.inactive_at.swap(now, Ordering::Relaxed) == 0
+    }
+
+    fn clear_inactive(&self) {
+        if self.inactive_at.load(Ordering::Relaxed) != 0 {
+            self.inactive_at.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -142,9 +157,15 @@ impl Snapshot {
             }
         }
         // Ports that just said their ALUA state serves no I/O go last (still tried: the
-        // state may have changed), the rest keep device-mapper's order.
-        // (Each key read once: a mark may change under the sort.)
-        out.sort_by_cached_key(|&(g, i)| self.groups[g].paths[i].stats.recently_inactive());
+        // state may have changed), the rest keep device-mapper's order. Nothing more is
+        // done for the usual command, when no port is marked; otherwise each mark is read
+        // once for the split (it may change meanwhile).
+        let inactive = |&(g, i): &(usize, usize)| self.groups[g].paths[i].stats.recently_inactive();
+        if out.iter().any(inactive) {
+            let (active, last): (Vec<_>, Vec<_>) = out.into_iter().partition(|p| !inactive(p));
+            out = active;
+            out.extend(last);
+        }
         out
     }
 
@@ -515,7 +536,7 @@ impl Engine {
                 match verdict {
                     Verdict::Complete => {
                         // The port serves I/O (again): back in device-mapper's order.
-                        p.stats.inactive_at.lock().take();
+                        p.stats.clear_inactive();
                         if let Ok(c) = &result {
                             if alua_state_changed(c.status, &c.sense) {
                                 self.alua_changed(&snap);
@@ -551,7 +572,7 @@ impl Engine {
                     Verdict::PortInactive { reason } => {
                         // Not run, so any command moves on; the port stays in use in
                         // device-mapper and is tried after the others for a while.
-                        if p.stats.inactive_at.lock().replace(Coarse::now()).is_none() {
+                        if p.stats.mark_inactive() {
                             tracing::info!(map = %self.map, path = %p.name(), reason,
                                 "the port serves no I/O in its ALUA state: commands go to the other ports first");
                         }
@@ -681,7 +702,7 @@ impl Engine {
     /// (multipathd may regroup it).
     fn alua_changed(&self, snap: &Snapshot) {
         for p in snap.groups.iter().flat_map(|g| g.paths.iter()) {
-            p.stats.inactive_at.lock().take();
+            p.stats.clear_inactive();
         }
         self.mark_stale();
     }
@@ -1308,14 +1329,7 @@ mod tests {
         let n2 = n.clone();
         r.behave(0, move |_| {
             if n2.fetch_add(1, Ordering::Relaxed) < 2 {
-                let s = vec![
-                    0x70, 0, 0x02, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x04, 0x0a, 0, 0, 0, 0,
-                ];
-                Ok(Completion {
-                    status: 2,
-                    sense: SenseBytes::from_slice(&s),
-                    ..Default::default()
-                })
+                check(0x02, 0x04, 0x0a)
             } else {
                 good(&[])
             }
