@@ -88,14 +88,19 @@ lab_lus() {
 	lab_scan_paths
 }
 
-lab_sdebug_disks() {
+# lab_disks_by ATTR VALUE: the sd disks whose SCSI device's ATTR (model, vendor) is VALUE,
+# blanks aside.
+lab_disks_by() {
 	local d
 	for d in /sys/block/sd*; do
 		[ -e "$d" ] || continue
-		[ "$(cat "$d/device/model" 2>/dev/null | tr -d ' ')" = "scsi_debug" ] || continue
+		[ "$(cat "$d/device/$1" 2>/dev/null | tr -d ' ')" = "$2" ] || continue
 		basename "$d"
 	done
+	return 0
 }
+
+lab_sdebug_disks() { lab_disks_by model scsi_debug; }
 
 lab_count_disks_is() { [ "$(lab_sdebug_disks | wc -l)" -eq "$1" ]; }
 
@@ -488,14 +493,7 @@ lio_lu() {
 }
 
 # lio_disks: the sd disks LIO presents.
-lio_disks() {
-	local d
-	for d in /sys/block/sd*; do
-		[ -e "$d" ] || continue
-		[ "$(cat "$d"/device/vendor 2>/dev/null | tr -d ' ')" = LIO-ORG ] && basename "$d"
-	done
-	return 0
-}
+lio_disks() { lab_disks_by vendor LIO-ORG; }
 
 lio_more_disks_than() { [ "$(lio_disks | wc -l)" -gt "$1" ]; }
 
