@@ -43,6 +43,11 @@ pub const FUSE_IOCTL_MAX_BYTES: usize = 32 * 4096;
 
 /// `FUSE_NOTIFY_POLL`, sent as the (positive) error of an unsolicited message.
 pub const FUSE_NOTIFY_POLL: i32 = 1;
+/// `FUSE_NOTIFY_RESEND` (Linux 6.9+): the kernel queues again every request the device's
+/// daemon has read and not answered, their `unique` marked with FUSE_UNIQUE_RESEND.
+/// Older kernels answer the notification EINVAL.
+pub const FUSE_NOTIFY_RESEND: i32 = 7;
+pub const FUSE_UNIQUE_RESEND: u64 = 1 << 63;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]

@@ -11,7 +11,7 @@ pub mod testing;
 
 pub use pool::{CuseHandler, Executor, Job, PoolConfig, ThreadBudget, Worker};
 pub use reply::{
-    IoctlAnswer, IoctlReply, OpenReply, PollReply, ReadReply, ReleaseReply, WriteReply,
+    IoctlAnswer, IoctlReply, OpenReply, OrphanReply, PollReply, ReadReply, ReleaseReply, WriteReply,
 };
 pub use request::{Caller, FileHandle, Tid, Unique};
 pub use session::{CuseDevice, DeviceSpec, PollWaker};

@@ -73,8 +73,10 @@ pub trait CuseHandler: Send + Sync + Sized + 'static {
     /// The caller of request `unique` got a signal. A request that waits (a blocking read,
     /// a command not yet on a path) should end with EINTR: the kernel does not let the
     /// caller go, not even for SIGKILL, before the request is answered. The interrupt
-    /// itself is never answered.
-    fn interrupt(&self, unique: Unique);
+    /// itself is never answered. `orphan` answers request `unique` directly: for one
+    /// this daemon never read (a predecessor read it and died); dropped, it answers
+    /// nothing.
+    fn interrupt(&self, unique: Unique, orphan: OrphanReply);
 }
 
 /// Work for a device's thread, with that thread's local state.
@@ -130,6 +132,9 @@ struct State<L> {
     total: usize,
     queue: VecDeque<Job<L>>,
     stopping: bool,
+    /// No thread reads /dev/cuse any more (the daemon hands the device to its
+    /// successor); queued and submitted work still runs, on threads started for it.
+    draining: bool,
 }
 
 /// Where requests come from and replies go: the device's /dev/cuse fd (any fd that reads
@@ -144,6 +149,8 @@ pub(crate) struct Pool<H: CuseHandler> {
     state: Mutex<State<H::Local>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     me: Weak<Pool<H>>,
+    /// Requests a predecessor had read and handed over, handled before the first read.
+    replay: Mutex<Vec<Vec<u8>>>,
 }
 
 /// The handler's view of the thread that handles a request.
@@ -159,7 +166,8 @@ impl<H: CuseHandler> Worker<'_, H> {
     pub fn may_block(&mut self) -> bool {
         let pool = self.pool;
         let mut st = pool.state.lock();
-        if st.readers >= 1 {
+        // Draining: nobody reads any more, so nothing waits for this thread.
+        if st.readers >= 1 || st.draining {
             return true;
         }
         if pool.take_thread_slot(&st) {
@@ -252,6 +260,7 @@ impl<H: CuseHandler> Pool<H> {
         handler: Arc<H>,
         name: &str,
         cfg: PoolConfig,
+        replay: Vec<Vec<u8>>,
         ready: impl FnOnce(Executor<H>),
     ) -> io::Result<Arc<Pool<H>>> {
         install_wake_handler()?;
@@ -273,9 +282,11 @@ impl<H: CuseHandler> Pool<H> {
                 total: 0,
                 queue: VecDeque::new(),
                 stopping: false,
+                draining: false,
             }),
             handles: Mutex::new(Vec::new()),
             me: me.clone(),
+            replay: Mutex::new(replay),
         });
         ready(Executor::new(&pool));
         for _ in 0..min {
@@ -391,11 +402,11 @@ impl<H: CuseHandler> Pool<H> {
     fn after_work(&self) -> Next<H::Local> {
         let mut st = self.state.lock();
         st.busy -= 1;
-        if (st.readers >= 1 || st.stopping) && !st.queue.is_empty() {
+        if (st.readers >= 1 || st.stopping || st.draining) && !st.queue.is_empty() {
             st.busy += 1;
             return Next::Run(st.queue.pop_front().expect("not empty"));
         }
-        if st.stopping {
+        if st.stopping || st.draining {
             st.total -= 1;
             let total = st.total;
             self.slot_released(total);
@@ -433,6 +444,21 @@ impl<H: CuseHandler> Pool<H> {
         let mut wake_signal = SigSet::empty();
         wake_signal.add(Signal::SIGUSR1);
         let _ = wake_signal.thread_unblock();
+        // A predecessor's requests first, before any new one is read.
+        let replay = std::mem::take(&mut *self.replay.lock());
+        for bytes in replay {
+            let mut worker = Worker {
+                pool: &self,
+                local: &mut local,
+            };
+            let handled = catch_unwind(AssertUnwindSafe(|| {
+                dispatch(&*self.handler, &self.sink, &waker, &bytes, &mut worker)
+            }));
+            if handled.is_err() {
+                tracing::error!(device = %self.name, "a handed-over request's handler panicked");
+                local = H::Local::default();
+            }
+        }
         let mut next = match first {
             Some(job) => Next::Run(job),
             None => Next::Read,
@@ -445,7 +471,10 @@ impl<H: CuseHandler> Pool<H> {
                     next = self.after_work();
                 }
                 Next::Read => {
-                    let stopping = self.state.lock().stopping;
+                    let stopping = {
+                        let st = self.state.lock();
+                        st.stopping || st.draining
+                    };
                     let read = if stopping {
                         Err(nix::errno::Errno::EINTR)
                     } else {
@@ -493,7 +522,7 @@ impl<H: CuseHandler> Pool<H> {
         if fatal && e != nix::errno::Errno::ENODEV {
             tracing::error!(device = %self.name, "read /dev/cuse: {e}");
         }
-        if !(st.stopping || fatal) {
+        if !(st.stopping || st.draining || fatal) {
             return Next::Read;
         }
         st.readers -= 1;
@@ -525,6 +554,23 @@ impl<H: CuseHandler> Pool<H> {
         // Joined outside the lock: a thread that has just left may still be ending.
         for h in done {
             let _ = h.join();
+        }
+    }
+
+    /// Stops reading /dev/cuse: requests not yet read stay in the kernel (for the
+    /// daemon's successor); threads finish what they hold and leave, and work submitted
+    /// later still runs on threads started for it. Returns once no thread reads.
+    pub(crate) fn drain(&self) {
+        self.state.lock().draining = true;
+        loop {
+            self.join_finished();
+            if self.state.lock().readers == 0 {
+                break;
+            }
+            for h in self.handles.lock().iter() {
+                let _ = nix::sys::pthread::pthread_kill(h.as_pthread_t(), Signal::SIGUSR1);
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -585,7 +631,10 @@ fn dispatch<H: CuseHandler>(
         Operation::Poll(arg) => handler.poll(&caller, &arg, waker, PollReply(token())),
         // Never answered: -ENOSYS would switch interrupts off for good (then a waiting
         // request could never be ended), and a request that finishes anyway needs none.
-        Operation::Interrupt(arg) => handler.interrupt(Unique(arg.unique)),
+        Operation::Interrupt(arg) => handler.interrupt(
+            Unique(arg.unique),
+            OrphanReply::new(sink.clone(), Unique(arg.unique)),
+        ),
         Operation::CuseInit(_) | Operation::Unknown(_) => {
             let _ = error(&**sink, caller.unique, Errno::ENOSYS);
         }
@@ -663,7 +712,7 @@ mod tests {
         fn poll(&self, _: &Caller, _: &PollIn, _: &PollWaker, reply: PollReply) {
             reply.revents(0);
         }
-        fn interrupt(&self, unique: Unique) {
+        fn interrupt(&self, unique: Unique, _: OrphanReply) {
             let mut parked = self.parked.lock();
             if let Some(i) = parked.iter().position(|r| r.unique() == unique) {
                 parked.remove(i).error(Errno::EINTR);

@@ -133,6 +133,12 @@ impl Responder {
         self.finish(|s, u| ok(s, u, payload));
     }
 
+    /// Not answered here: the request goes, unanswered, to the daemon's successor.
+    fn hand_over(mut self) -> Unique {
+        self.answered = true;
+        self.unique
+    }
+
     fn error(self, e: Errno) {
         self.finish(|s, u| error(s, u, e));
     }
@@ -189,6 +195,28 @@ impl ReadReply {
     }
     pub fn error(self, e: Errno) {
         self.0.error(e);
+    }
+    /// Leaves the read unanswered, for the daemon's successor to answer (its request is
+    /// handed over).
+    pub fn hand_over(self) -> Unique {
+        self.0.hand_over()
+    }
+}
+
+/// An answer to a request this daemon never read, named by an INTERRUPT: one a
+/// predecessor read and died holding, on a kernel that cannot resend it. Dropped, it
+/// answers nothing.
+pub struct OrphanReply {
+    sink: Arc<dyn ReplySink>,
+    unique: Unique,
+}
+
+impl OrphanReply {
+    pub fn new(sink: Arc<dyn ReplySink>, unique: Unique) -> OrphanReply {
+        OrphanReply { sink, unique }
+    }
+    pub fn error(self, e: Errno) {
+        report(self.unique, error(&*self.sink, self.unique, e));
     }
 }
 

@@ -9,6 +9,40 @@ use zerocopy::FromBytes;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Unique(pub u64);
 
+/// The bytes of a READ request as the kernel sends it: what a daemon hands its successor
+/// for a read() it had read and not answered, to be handled as if read again.
+pub fn encode_read(caller: &Caller, fh: FileHandle, size: u32, open_flags: u32) -> Vec<u8> {
+    use zerocopy::IntoBytes;
+    let arg = ReadWriteIn {
+        fh: fh.0,
+        offset: 0,
+        size,
+        op_flags: 0,
+        lock_owner: 0,
+        flags: open_flags,
+        padding: 0,
+    };
+    let header = InHeader {
+        len: (size_of::<InHeader>() + size_of::<ReadWriteIn>()) as u32,
+        opcode: opcode::READ,
+        unique: caller.unique.0,
+        nodeid: 0,
+        uid: caller.uid,
+        gid: caller.gid,
+        pid: caller.tid.0,
+        padding: 0,
+    };
+    [header.as_bytes(), arg.as_bytes()].concat()
+}
+
+impl Unique {
+    /// The kernel resent this request (FUSE_NOTIFY_RESEND, Linux 6.9+): a daemon before
+    /// this one read it and died without answering.
+    pub fn resent(self) -> bool {
+        self.0 & super::abi::FUSE_UNIQUE_RESEND != 0
+    }
+}
+
 impl fmt::Display for Unique {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

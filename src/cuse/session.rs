@@ -112,7 +112,32 @@ impl<H: CuseHandler> CuseDevice<H> {
         let flags = OFlag::from_bits_retain(flags) & !OFlag::O_NONBLOCK;
         fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
         let name = spec.devname.rsplit('/').next().unwrap_or("").to_string();
-        Self::serve(fd, handler, &name, cfg, ready)
+        Self::serve(fd, handler, &name, cfg, Vec::new(), ready)
+    }
+
+    /// Serves a device a predecessor published: `fd` is its /dev/cuse fd, inherited (the
+    /// handshake was that daemon's), and `replay` the requests it had read and handed
+    /// over, handled before any new one is read. With `resend`, the kernel is first asked
+    /// to queue again the requests a predecessor that died had read (FUSE_NOTIFY_RESEND):
+    /// false when the kernel does not know the notification (before Linux 6.9).
+    pub fn adopt(
+        fd: OwnedFd,
+        handler: Arc<H>,
+        name: &str,
+        cfg: PoolConfig,
+        replay: Vec<Vec<u8>>,
+        resend: bool,
+        ready: impl FnOnce(Executor<H>),
+    ) -> io::Result<(Self, bool)> {
+        let fd = Arc::new(fd);
+        // Blocking reads, as after the handshake (the flag belongs to the open file, so
+        // it is as the predecessor left it; set it anyway).
+        let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
+        let flags = OFlag::from_bits_retain(flags) & !OFlag::O_NONBLOCK;
+        fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+        let resent = resend && notify_resend(&FdSink(fd.clone()));
+        let device = Self::serve(fd, handler, name, cfg, replay, ready)?;
+        Ok((device, resent))
     }
 
     /// Serves requests read from `fd` (the /dev/cuse fd after the handshake, or a test's
@@ -122,10 +147,11 @@ impl<H: CuseHandler> CuseDevice<H> {
         handler: Arc<H>,
         name: &str,
         cfg: PoolConfig,
+        replay: Vec<Vec<u8>>,
         ready: impl FnOnce(Executor<H>),
     ) -> io::Result<Self> {
         let sink: Arc<dyn ReplySink> = Arc::new(FdSink(fd.clone()));
-        let pool = Pool::start(fd.clone(), sink, handler, name, cfg, ready)?;
+        let pool = Pool::start(fd.clone(), sink, handler, name, cfg, replay, ready)?;
         Ok(CuseDevice { fd, pool })
     }
 
@@ -144,6 +170,18 @@ impl<H: CuseHandler> CuseDevice<H> {
         self.pool.unjoined()
     }
 
+    /// Stops reading requests: those not read yet stay queued in the kernel for whoever
+    /// holds the device next. Work in progress, and work submitted later (commands that
+    /// waited for a path), still runs. Returns once no thread reads.
+    pub fn drain(&self) {
+        self.pool.drain();
+    }
+
+    /// The /dev/cuse fd, to hand to the service manager's fd store.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Stops the threads (each finishes what it holds), then closes the fd: for
     /// /dev/cuse, the kernel removes the node, and open client fds get ENOTCONN from then
     /// on.
@@ -151,6 +189,22 @@ impl<H: CuseHandler> CuseDevice<H> {
         self.pool.stop();
         drop(self.pool);
         drop(self.fd);
+    }
+}
+
+/// FUSE_NOTIFY_RESEND: true if the kernel took it.
+fn notify_resend(sink: &dyn ReplySink) -> bool {
+    let header = OutHeader {
+        len: size_of::<OutHeader>() as u32,
+        error: FUSE_NOTIFY_RESEND,
+        unique: 0,
+    };
+    match sink.send(&[header.as_bytes()]) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!("FUSE_NOTIFY_RESEND refused: {e}");
+            false
+        }
     }
 }
 

@@ -75,8 +75,8 @@ impl<H: CuseHandler> FakeKernel<H> {
         )
         .expect("socketpair");
         let cfg = PoolConfig { min, max, budget };
-        let device =
-            CuseDevice::serve(Arc::new(daemon), handler, "test", cfg, ready).expect("serve");
+        let device = CuseDevice::serve(Arc::new(daemon), handler, "test", cfg, Vec::new(), ready)
+            .expect("serve");
         FakeKernel {
             fd: kernel,
             device: Some(device),

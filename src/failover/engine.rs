@@ -519,6 +519,20 @@ impl Engine {
                     }
                     cmd.timeout_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
                 }
+                // The kernel resent it after the daemon died (FUSE_NOTIFY_RESEND): the
+                // dead daemon may have run it, so it is sent again only if that is safe,
+                // as after a path error that may have let it execute.
+                if attempt.sent == 0
+                    && attempt.may_have_run
+                    && !safe_to_repeat(cmd.cdb, info.scsi_type)
+                {
+                    tracing::warn!(
+                        map = %self.map,
+                        command = format_args!("{:#04x}", cmd.cdb[0]),
+                        "not running a resent command the daemon's predecessor may have run"
+                    );
+                    return Step::Done(attempt.stamp(Ok(transport_disrupted())));
+                }
                 attempt.sent += 1;
                 p.stats.commands.fetch_add(1, Ordering::Relaxed);
                 let (result, verdict) = match answer(io.execute(cmd)) {
@@ -812,6 +826,9 @@ pub struct Attempt {
     last_inactive: Option<Completion>,
     /// When the snapshot this command last tried was taken.
     parked_at: Coarse,
+    /// A request the kernel resent after the daemon's predecessor died with it: that one
+    /// may have sent it.
+    pub may_have_run: bool,
 }
 
 impl Attempt {
@@ -830,6 +847,7 @@ impl Attempt {
             last_path_error: None,
             last_inactive: None,
             parked_at: started,
+            may_have_run: false,
         }
     }
 
