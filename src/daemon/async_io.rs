@@ -64,7 +64,7 @@ pub fn write<H: CuseHandler<Local = WorkerLocal>>(
     // sg_new_write() turns command queuing on as soon as it sees a v3 header, and takes
     // the request's slot before it copies the header.
     // Its pack_id and usr_ptr read 0 until then (sg_add_request zeroes the request).
-    file.cmd_q.store(true, Ordering::Relaxed);
+    file.queue_commands();
     let id = match file.state.lock().requests.add(0, 0, false, true) {
         Ok(id) => id,
         Err(e) => return reply.error(e),

@@ -5,6 +5,7 @@
 
 use super::budget::{Holder, Reservation};
 use super::parked::{ParkId, Parked};
+use super::persist::{FileRecord, FileStore, Slot};
 use crate::caller::{process_of, thread_start_ticks, ProcessId};
 use crate::cuse::{Caller, FileHandle, PollWaker, ReadReply};
 use crate::errno::Errno;
@@ -91,6 +92,17 @@ pub struct OpenFile {
     /// Where the last SG_IO's CDB was, by calling thread and header address: the next
     /// SG_IO reads its header and (if it is still there) its CDB in one call.
     pub last_cdb: Mutex<Option<(u32, u64, CdbGuess)>>,
+    /// Where this file's record is kept for the daemon's successor (none when the node's
+    /// files are not kept, or the store is full).
+    pub record: Option<FileRecordAt>,
+}
+
+/// A file's place in the store of open-file records, with its node's device number.
+pub struct FileRecordAt {
+    pub store: Arc<FileStore>,
+    pub slot: Slot,
+    pub major: u32,
+    pub minor: u32,
 }
 
 #[derive(Default)]
@@ -154,6 +166,62 @@ impl OpenFile {
             abi_cache: AtomicU64::new(0),
             last_cdb: Mutex::new(None),
             checked_thread: Mutex::new(None),
+            record: None,
+        }
+    }
+
+    /// A file a predecessor opened, as its record describes it.
+    pub fn restored(rec: &FileRecord) -> OpenFile {
+        let opener = Opener {
+            process: rec.opener_process(),
+            uid: rec.opener_uid,
+            gid: rec.opener_gid,
+        };
+        let f = OpenFile::new(rec.handle(), rec.flags, opener, rec.reserved_size);
+        f.timeout_user.store(rec.timeout_user, Ordering::Relaxed);
+        f.cmd_q.store(rec.cmd_q != 0, Ordering::Relaxed);
+        f.keep_orphan.store(rec.keep_orphan, Ordering::Relaxed);
+        f.force_pack_id
+            .store(rec.force_pack_id != 0, Ordering::Relaxed);
+        f.next_cmd_len.store(rec.next_cmd_len, Ordering::Relaxed);
+        f
+    }
+
+    /// The file as its record describes it.
+    pub fn to_record(&self, major: u32, minor: u32) -> FileRecord {
+        let p = self.opened_by.process;
+        FileRecord {
+            major,
+            minor,
+            flags: self.flags,
+            fh: self.fh.0,
+            opener_tgid: p.map_or(0, |p| p.tgid),
+            opener_start_ticks: p.map_or(0, |p| p.start_ticks),
+            opener_uid: self.opened_by.uid,
+            opener_gid: self.opened_by.gid,
+            timeout_user: self.timeout_user.load(Ordering::Relaxed),
+            reserved_size: self.reserved_size.load(Ordering::Relaxed),
+            keep_orphan: self.keep_orphan.load(Ordering::Relaxed),
+            next_cmd_len: self.next_cmd_len.load(Ordering::Relaxed),
+            cmd_q: self.cmd_q.load(Ordering::Relaxed).into(),
+            force_pack_id: self.force_pack_id.load(Ordering::Relaxed).into(),
+            ..Default::default()
+        }
+    }
+
+    /// Rewrites the file's record after a setting changed.
+    pub fn save(&self) {
+        if let Some(r) = &self.record {
+            r.store.write(r.slot, &self.to_record(r.major, r.minor));
+        }
+    }
+
+    /// sg_new_write() turns command queuing on at the first v3 header: saved only when
+    /// that changes it.
+    pub fn queue_commands(&self) {
+        if !self.cmd_q.load(Ordering::Relaxed) {
+            self.cmd_q.store(true, Ordering::Relaxed);
+            self.save();
         }
     }
 
@@ -312,6 +380,13 @@ impl Files {
         let fh = FileHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
         self.map.lock().insert(fh, Arc::new(make(fh)));
         fh
+    }
+
+    /// A file a predecessor opened, under the handle the kernel knows it by; handles
+    /// given from now on are above it.
+    pub fn restore(&self, file: OpenFile) {
+        NEXT_HANDLE.fetch_max(file.fh.0 + 1, Ordering::Relaxed);
+        self.map.lock().insert(file.fh, Arc::new(file));
     }
 
     pub fn get(&self, fh: FileHandle) -> Option<Arc<OpenFile>> {

@@ -74,7 +74,22 @@ pub fn ioctl<H: CuseHandler<Local = WorkerLocal>>(
     if arg.cmd == SG_IO {
         return pipeline::sg_io(map, caller, file, arg, data, reply, worker);
     }
-    reply.answer(answer(map, &file, arg, data));
+    let answer = answer(map, &file, arg, data);
+    // A setting changed: its record follows before the caller hears of it, so a restart
+    // right after keeps it.
+    if matches!(
+        arg.cmd,
+        SG_SET_TIMEOUT
+            | SG_SET_RESERVED_SIZE
+            | SG_SET_COMMAND_Q
+            | SG_SET_KEEP_ORPHAN
+            | SG_SET_FORCE_PACK_ID
+            | SG_NEXT_CMD_LEN
+    ) && matches!(answer, IoctlAnswer::Done { .. })
+    {
+        file.save();
+    }
+    reply.answer(answer);
 }
 
 /// Every ioctl but SG_IO: small arguments, carried by CUSE's rounds.

@@ -6,11 +6,13 @@ pub mod budget;
 pub mod buffer;
 pub mod devnums;
 pub mod error;
+pub mod fdstore;
 pub mod files;
 pub mod ioctl;
 pub mod map;
 pub mod node;
 pub mod parked;
+pub mod persist;
 pub mod pipeline;
 pub mod registry;
 pub mod status;
@@ -30,7 +32,6 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use parking_lot::Mutex;
 use registry::Registry;
-use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,7 +106,77 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Sorts what the service manager passed: the files' records, a clean predecessor's
+/// hand-over, the nodes' /dev/cuse fds. Creates the records' store if the daemon runs
+/// under a service manager and none was passed.
+fn inherit() -> (Option<Arc<persist::FileStore>>, registry::Inherited) {
+    let mut inherited = registry::Inherited::default();
+    let mut store = None;
+    for (name, fd) in fdstore::take_listened() {
+        let node = name
+            .strip_prefix("node.")
+            .and_then(|n| n.split_once('.'))
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+        match (name.as_str(), node) {
+            (_, Some(num)) => {
+                inherited.nodes.insert(num, fd);
+            }
+            ("files", _) => match persist::FileStore::adopt(fd) {
+                Ok((s, records)) => {
+                    for (slot, rec) in records {
+                        inherited
+                            .records
+                            .entry((rec.major, rec.minor))
+                            .or_default()
+                            .push((slot, rec));
+                    }
+                    store = Some(s);
+                }
+                Err(e) => tracing::error!("the inherited open-file records are unreadable: {e}"),
+            },
+            ("handover", _) => {
+                let image = persist::read_all(&fd, 64 << 20).ok();
+                match image.as_deref().and_then(persist::decode_handover) {
+                    Some(requests) => {
+                        inherited.handed_over = true;
+                        for (num, req) in requests {
+                            inherited.requests.entry(num).or_default().push(req);
+                        }
+                    }
+                    None => tracing::error!("the predecessor's hand-over is unreadable"),
+                }
+                let _ = fdstore::remove("handover");
+            }
+            _ => {
+                tracing::warn!("an inherited fd named {name:?} is not the daemon's: closed");
+                let _ = fdstore::remove(&name);
+            }
+        }
+    }
+    if store.is_none() && fdstore::available() {
+        match persist::FileStore::create() {
+            Ok(s) => match fdstore::store("files", s.fd()) {
+                Ok(()) => store = Some(s),
+                Err(e) => tracing::warn!("open files will not outlive a restart: {e}"),
+            },
+            Err(e) => tracing::warn!("open files will not outlive a restart: {e}"),
+        }
+    }
+    if !inherited.nodes.is_empty() {
+        tracing::info!(
+            nodes = inherited.nodes.len(),
+            files = inherited.records.values().map(Vec::len).sum::<usize>(),
+            requests = inherited.requests.values().map(Vec::len).sum::<usize>(),
+            clean = inherited.handed_over,
+            "taking over from the daemon's predecessor"
+        );
+    }
+    (store, inherited)
+}
+
 pub fn run(opts: Options) -> Result<(), DaemonError> {
+    // First: the fds from 3 on are the service manager's until taken.
+    let (store, inherited) = inherit();
     let setup = |what: &'static str| move |source| DaemonError::Setup { what, source };
     // Block the signals we wait for before any thread starts, so they all inherit the
     // mask; they arrive through a signalfd polled with device-mapper's events.
@@ -161,10 +232,13 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         sysfs_opener(),
         devnums,
         wake.clone(),
+        store,
+        inherited,
     )));
     // Armed before the first listing: an event during it is not missed.
     kdm.arm_poll().map_err(DaemonError::DeviceMapper)?;
     registry.lock().sync().map_err(DaemonError::DeviceMapper)?;
+    registry.lock().finish_adoption();
     if let Err(e) = status::serve(&socket, registry.clone()) {
         tracing::warn!("no status socket: {e}");
     }
@@ -219,31 +293,35 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             }
         }
     };
-    tracing::info!("{sig:?}: removing nodes and exiting");
     sd_notify("STOPPING=1");
     let _ = std::fs::remove_file(&socket);
-    registry.lock().shutdown();
+    if fdstore::available() {
+        // Under a service manager the nodes are in its fd store: a stop for good empties
+        // the store after the daemon exits (and so removes the nodes), a restart passes
+        // them on. Either way they are handed over.
+        tracing::info!("{sig:?}: handing the nodes over and exiting");
+        let requests = registry.lock().hand_over();
+        // Stored even when empty: its presence tells the successor the hand-over was
+        // clean (nothing for the kernel to resend).
+        let image = persist::encode_handover(&requests);
+        let stored = persist::memfd_with(c"mpath-sg-handover", &image)
+            .and_then(|fd| fdstore::store("handover", fd.as_fd()));
+        if let Err(e) = stored {
+            tracing::error!(
+                "the hand-over ({} waiting request(s)) cannot be stored: {e}",
+                requests.len()
+            );
+        }
+    } else {
+        tracing::info!("{sig:?}: removing nodes and exiting");
+        registry.lock().shutdown();
+    }
     Ok(())
 }
 
 /// systemd's readiness protocol (a datagram to $NOTIFY_SOCKET), without libsystemd.
 fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let result = (|| -> io::Result<()> {
-        let sock = std::os::unix::net::UnixDatagram::unbound()?;
-        let bytes = path.as_encoded_bytes();
-        if let Some(abstract_name) = bytes.strip_prefix(b"@") {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)?;
-            sock.send_to_addr(state.as_bytes(), &addr)?;
-        } else {
-            sock.send_to(state.as_bytes(), &path)?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
+    if let Err(e) = fdstore::notify(state, None) {
         tracing::warn!("sd_notify {state}: {e}");
     }
 }

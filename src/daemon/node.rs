@@ -4,27 +4,126 @@
 
 use super::async_io;
 use super::buffer::WorkerLocal;
-use super::files::{OpenFile, Opener};
+use super::files::{FileRecordAt, OpenFile, Opener};
 use super::ioctl;
 use super::map::MapState;
+use super::persist::{FileRecord, FileStore, Slot};
 use super::pipeline;
 use crate::caller::process_of;
 use crate::cuse::abi::{IoctlIn, PollIn, ReadWriteIn};
+use crate::cuse::request::encode_read;
 use crate::cuse::{
-    Caller, CuseHandler, FileHandle, IoctlReply, OpenReply, PollReply, PollWaker, ReadReply,
-    ReleaseReply, Unique, Worker, WriteReply,
+    Caller, CuseHandler, FileHandle, IoctlReply, OpenReply, OrphanReply, PollReply, PollWaker,
+    ReadReply, ReleaseReply, Unique, Worker, WriteReply,
 };
 use crate::errno::Errno;
 use crate::sg::abi::SG_DEF_RESERVED_SIZE;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub struct MapNode {
     pub map: Arc<MapState>,
+    /// Where the node's open files are kept for the daemon's successor.
+    records: Option<NodeRecords>,
+    /// Set when the node was taken over from a predecessor that died, on a kernel that
+    /// could not resend what it had read: an INTERRUPT naming a request below the first
+    /// one this daemon read is for one of those, and ends it (EINTR).
+    orphans_possible: std::sync::atomic::AtomicBool,
+    /// The lowest request id this daemon has read (resent ones aside).
+    first_unique: AtomicU64,
+}
+
+/// The store of open-file records and this node's device number in it.
+pub struct NodeRecords {
+    pub store: Arc<FileStore>,
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// What a node leaves its successor besides its open files: the requests it read and
+/// did not answer (blocking read()s with nothing to reap), as request bytes.
+#[derive(Default)]
+pub struct NodeHandover {
+    pub requests: Vec<Vec<u8>>,
+    /// write() results nobody had read: not handed over (see docs/operations.md).
+    pub dropped_completions: usize,
 }
 
 impl MapNode {
-    pub fn new(map: Arc<MapState>) -> MapNode {
-        MapNode { map }
+    pub fn new(map: Arc<MapState>, records: Option<NodeRecords>) -> MapNode {
+        MapNode {
+            map,
+            records,
+            orphans_possible: false.into(),
+            first_unique: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Takes over the files a predecessor left open on this node.
+    pub fn restore_files(&self, records: &[(Slot, FileRecord)]) {
+        for (slot, rec) in records {
+            let mut f = OpenFile::restored(rec);
+            f.record = self.records.as_ref().map(|r| FileRecordAt {
+                store: r.store.clone(),
+                slot: *slot,
+                major: r.major,
+                minor: r.minor,
+            });
+            self.map.files.restore(f);
+        }
+    }
+
+    /// The node was taken over from a predecessor that died holding requests the kernel
+    /// could not resend (see `interrupt`).
+    pub fn expect_orphans(&self) {
+        self.orphans_possible.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes request `unique` as read by this daemon (for orphan INTERRUPTs).
+    fn seen(&self, caller: &Caller) {
+        if self.orphans_possible.load(Ordering::Relaxed) && !caller.unique.resent() {
+            self.first_unique
+                .fetch_min(caller.unique.0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether commands run or wait for a path on this node, or write() commands are
+    /// still running: the daemon waits for them before handing the node over.
+    pub fn busy(&self) -> bool {
+        !self.map.work.is_empty()
+            || self
+                .map
+                .files
+                .all()
+                .iter()
+                .any(|f| f.state.lock().requests.active() > 0)
+    }
+
+    /// The daemon hands the node to its successor (its threads no longer read): waiting
+    /// read()s are left unanswered and described for the successor, pollers are woken so
+    /// that they ask the successor again, and the files' records stay.
+    pub fn hand_over(&self) -> NodeHandover {
+        let mut out = NodeHandover::default();
+        for f in self.map.files.all() {
+            let (readers, poll, unread) = {
+                let mut st = f.state.lock();
+                let unread = st.requests.len();
+                (std::mem::take(&mut st.readers), st.poll.take(), unread)
+            };
+            out.dropped_completions += unread;
+            for r in readers {
+                r.unpark();
+                let count = r.count as u32;
+                let caller = r.caller;
+                r.reply.hand_over();
+                out.requests
+                    .push(encode_read(&caller, f.fh, count, f.flags));
+            }
+            if let Some((kh, waker)) = poll {
+                waker.wake(kh);
+            }
+        }
+        out
     }
 
     /// Files open on the node now.
@@ -45,6 +144,9 @@ impl MapNode {
         self.map.set_detaching();
         for f in self.map.files.all() {
             async_io::detach_file(&f);
+            if let Some(r) = &f.record {
+                r.store.release(r.slot);
+            }
         }
         pipeline::resume_all(&self.map);
     }
@@ -57,18 +159,34 @@ impl CuseHandler for MapNode {
         let reserved = SG_DEF_RESERVED_SIZE.min(self.map.max_transfer() as i32);
         // read() and write() check it; the data budget is shared per opener process
         // (per user for a process the daemon cannot see).
+        self.seen(caller);
         let opener = Opener::of(caller, process_of(caller.tid));
-        let fh = self
-            .map
-            .files
-            .insert(|fh| OpenFile::new(fh, flags, opener, reserved));
+        // The record is written before OPEN is answered: the kernel never holds a handle
+        // a successor could not find.
+        let fh = self.map.files.insert(|fh| {
+            let mut f = OpenFile::new(fh, flags, opener, reserved);
+            f.record = self.records.as_ref().and_then(|r| {
+                Some(FileRecordAt {
+                    store: r.store.clone(),
+                    slot: r.store.claim()?,
+                    major: r.major,
+                    minor: r.minor,
+                })
+            });
+            f.save();
+            f
+        });
         reply.opened(fh);
     }
 
     fn release(&self, fh: FileHandle, reply: ReleaseReply) {
         // Unread completions go with the file; commands in flight finish on their path
         // and are dropped then (sg orphans them the same way).
-        self.map.files.remove(fh);
+        if let Some(f) = self.map.files.remove(fh) {
+            if let Some(r) = &f.record {
+                r.store.release(r.slot);
+            }
+        }
         reply.done();
     }
 
@@ -82,6 +200,7 @@ impl CuseHandler for MapNode {
         // The kernel splits a read() larger than one request (128 KiB, 32 pages) into
         // several, the later ones at offset > 0. sg answers one read() with one
         // completion: the first piece got it, the rest end the read() here.
+        self.seen(caller);
         if arg.offset != 0 {
             return reply.data(&[]);
         }
@@ -101,6 +220,7 @@ impl CuseHandler for MapNode {
     ) {
         // The rest of a write() larger than one request (see `read`): sg reads the header
         // only and takes the whole count.
+        self.seen(caller);
         if arg.offset != 0 {
             return reply.written(arg.size);
         }
@@ -118,6 +238,7 @@ impl CuseHandler for MapNode {
         reply: IoctlReply,
         worker: &mut Worker<'_, Self>,
     ) {
+        self.seen(caller);
         match self.map.files.get(FileHandle(arg.fh)) {
             Some(file) => ioctl::ioctl(&self.map, caller, file, arg, data, reply, worker),
             None => reply.error(Errno::ENXIO),
@@ -132,7 +253,17 @@ impl CuseHandler for MapNode {
         }
     }
 
-    fn interrupt(&self, unique: Unique) {
+    fn interrupt(&self, unique: Unique, orphan: OrphanReply) {
+        // A request a dead predecessor read: nobody else will ever answer it, and its
+        // caller cannot leave before it is answered (not even for SIGKILL).
+        if self.orphans_possible.load(Ordering::Relaxed)
+            && !unique.resent()
+            && unique.0 < self.first_unique.load(Ordering::Relaxed)
+        {
+            tracing::info!(map = %self.map.engine.map(), %unique,
+                "a request the daemon's predecessor had read was interrupted: EINTR");
+            return orphan.error(Errno::EINTR);
+        }
         if let Some(work) = self.map.work.interrupt(unique) {
             return work.interrupted();
         }
@@ -175,6 +306,98 @@ mod tests {
             ]),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn a_successor_finds_each_open_file_with_its_settings_and_opener() {
+        use crate::daemon::files::OpenFile;
+        use crate::daemon::persist::FileStore;
+        let store = FileStore::create().unwrap();
+        let mut l = lab(LabOptions {
+            records: Some(store.clone()),
+            ..Default::default()
+        });
+        let fh = l.k.open(my_tid(), RDWR);
+        let u = l.k.ioctl(
+            my_tid(),
+            fh,
+            crate::sg::abi::ioctl::SG_SET_TIMEOUT,
+            0,
+            &1234i32.to_ne_bytes(),
+            4,
+            0,
+        );
+        assert_eq!(l.k.reply(u).ioctl_result(), 0);
+        let gone = l.k.open(my_tid(), libc::O_RDONLY);
+        let u = l.k.release(gone);
+        assert_eq!(l.k.reply(u).error, 0);
+        let fd = store.fd().try_clone_to_owned().unwrap();
+        let (_, records) = FileStore::adopt(fd).unwrap();
+        assert_eq!(records.len(), 1, "the released file's record is gone");
+        let (rec, f) = (records[0].1, OpenFile::restored(&records[0].1));
+        assert_eq!((rec.major, rec.minor), (240, 0));
+        assert_eq!(f.fh.0, fh);
+        assert!(f.read_write());
+        assert_eq!(
+            f.timeout_user.load(std::sync::atomic::Ordering::Relaxed),
+            1234
+        );
+        let me = crate::caller::process_of(crate::cuse::Tid(my_tid()));
+        assert!(me.is_some());
+        assert_eq!(f.opened_by.process, me, "the opener is the test process");
+    }
+
+    #[test]
+    fn a_waiting_read_is_handed_over_unanswered_as_its_request() {
+        use crate::cuse::request::{Operation, Request};
+        let mut l = lab(LabOptions::default());
+        let fh = l.k.open(my_tid(), RDWR);
+        let u = l.k.read(my_tid(), fh, 88, 0);
+        let t = Instant::now();
+        while l.map.reads.is_empty() {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the read never parked"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let h = l.node.hand_over();
+        assert_eq!(h.requests.len(), 1);
+        let req = Request::parse(&h.requests[0]).unwrap();
+        assert_eq!(req.header.unique, u);
+        assert_eq!(req.header.pid, my_tid());
+        match req.op {
+            Operation::Read(a) => assert_eq!((a.fh, a.size, a.offset), (fh, 88, 0)),
+            _ => panic!("not a READ"),
+        }
+        assert!(
+            !l.k.answered_within(u, Duration::from_millis(300)),
+            "a handed-over read is left to the successor"
+        );
+        assert!(l.map.reads.is_empty());
+    }
+
+    #[test]
+    fn after_a_crash_an_interrupt_for_a_request_the_dead_daemon_read_ends_it() {
+        let mut l = lab(LabOptions::default());
+        // Requests "the predecessor read": uniques below any this daemon reads.
+        let theirs = l.k.open(my_tid(), RDWR);
+        let _ = theirs;
+        let earlier = l.k.send(crate::cuse::abi::opcode::POLL, 0, &[0u8; 24]);
+        let _ = l.k.reply(earlier);
+        l.node.expect_orphans();
+        let fh = l.k.open(my_tid(), RDWR);
+        // An interrupt for one of the predecessor's requests: answered EINTR.
+        l.k.interrupt(earlier);
+        let r =
+            l.k.reply_within(earlier, Duration::from_secs(5))
+                .expect("answered");
+        assert_eq!(r.error, -libc::EINTR);
+        // One for a request of this daemon's that it does not hold: not answered.
+        let u = l.k.read(my_tid(), fh, 88, libc::O_NONBLOCK);
+        assert_eq!(l.k.reply(u).error, -libc::EAGAIN);
+        l.k.interrupt(u);
+        assert!(!l.k.answered_within(u, Duration::from_millis(300)));
     }
 
     #[test]

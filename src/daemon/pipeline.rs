@@ -139,7 +139,7 @@ fn direct(
     reply: IoctlReply,
     local: &mut WorkerLocal,
 ) {
-    file.cmd_q.store(true, std::sync::atomic::Ordering::Relaxed);
+    file.queue_commands();
     let slot = match file.sg_io_slot() {
         Ok(s) => s,
         Err(e) => return reply.error(e),
@@ -179,7 +179,7 @@ fn direct(
     };
     slot.set_ids(cmd.header.pack_id, cmd.header.usr_ptr);
     let p = Pending {
-        attempt: Attempt::new(cmd.header.timeout),
+        attempt: attempt_for(caller, cmd.header.timeout),
         cmd,
         file,
         front: Front::Direct {
@@ -212,7 +212,7 @@ fn rounds<H: CuseHandler<Local = WorkerLocal>>(
         // The first round. sg_new_write() turns command queuing on and takes the
         // request's slot before it reads the header: a full list is EDOM whatever the
         // header says.
-        file.cmd_q.store(true, std::sync::atomic::Ordering::Relaxed);
+        file.queue_commands();
         if !file.state.lock().requests.has_room(true) {
             return reply.error(Errno::EDOM);
         }
@@ -226,7 +226,7 @@ fn rounds<H: CuseHandler<Local = WorkerLocal>>(
     };
     // sg_new_write() turns command queuing on for the file once it sees a v3 header.
     if data.len() >= abi.header_len() {
-        file.cmd_q.store(true, std::sync::atomic::Ordering::Relaxed);
+        file.queue_commands();
     }
     let check = |cdb: &[u8]| check_access(&file, caller, cdb);
     let call = match plan(&round, &check) {
@@ -241,7 +241,7 @@ fn rounds<H: CuseHandler<Local = WorkerLocal>>(
     slot.set_ids(call.header.pack_id, call.header.usr_ptr);
     let cmd = call.command();
     let mut p = Pending {
-        attempt: Attempt::new(cmd.header.timeout),
+        attempt: attempt_for(caller, cmd.header.timeout),
         cmd,
         file,
         front: Front::Rounds {
@@ -444,7 +444,7 @@ pub fn write_command(
         filled: false,
     });
     let p = Pending {
-        attempt: Attempt::new(cmd.header.timeout),
+        attempt: attempt_for(caller, cmd.header.timeout),
         cmd,
         file,
         front,
@@ -465,6 +465,14 @@ pub enum DataOut<'a> {
     Filled,
     /// Kept in the command while it waited.
     Held,
+}
+
+/// A command's progress starts: marked as maybe run already if the kernel resent its
+/// request after the daemon's predecessor died holding it.
+fn attempt_for(caller: &Caller, timeout_ms: u32) -> Attempt {
+    let mut a = Attempt::new(timeout_ms);
+    a.may_have_run = caller.unique.resent();
+    a
 }
 
 /// Runs a command on the map, on this thread: data-out into the thread's buffer, then one

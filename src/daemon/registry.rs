@@ -9,8 +9,10 @@
 
 use super::budget::Budget;
 use super::devnums::{map_key, DevNums};
+use super::fdstore;
 use super::map::MapState;
-use super::node::MapNode;
+use super::node::{MapNode, NodeRecords};
+use super::persist::{FileRecord, FileStore, NodeNumber, Slot};
 use super::timer::Timer;
 use super::{Options, DEV_DIR};
 use crate::cuse::{CuseDevice, DeviceSpec, PoolConfig, ThreadBudget};
@@ -18,8 +20,45 @@ use crate::dm::{DevT, DmControl, DmDevice, DmKind, MapId};
 use crate::failover::{Engine, PathOpener};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a daemon stopping for a restart waits for its nodes' commands (running, or
+/// waiting for a path) to finish before it hands the nodes over anyway; systemd's
+/// default TimeoutStopSec is 90 s.
+const HANDOVER_WAIT: Duration = Duration::from_secs(60);
+
+/// What a predecessor left in the fd store: its nodes' /dev/cuse fds, their open files'
+/// records and, after a clean hand-over, the requests it had read and not answered.
+#[derive(Default)]
+pub struct Inherited {
+    pub nodes: HashMap<NodeNumber, OwnedFd>,
+    pub records: HashMap<NodeNumber, Vec<(Slot, FileRecord)>>,
+    pub requests: HashMap<NodeNumber, Vec<Vec<u8>>>,
+    /// The predecessor handed over cleanly; otherwise it died, and the requests it had
+    /// read are still with the kernel (to resend, 6.9+) or lost.
+    pub handed_over: bool,
+}
+
+/// The fd store's name for a node's /dev/cuse fd.
+pub fn stored_name(major: u32, minor: u32) -> String {
+    format!("node.{major}.{minor}")
+}
+
+/// A node's /dev/cuse fd and what its predecessor left with it.
+struct Adoption {
+    fd: OwnedFd,
+    records: Vec<(Slot, FileRecord)>,
+    requests: Vec<Vec<u8>>,
+    handed_over: bool,
+}
+
+/// The name sysfs gives the character device `major:minor` (e.g. "mpath-sg!mpatha").
+fn sysfs_char_name(major: u32, minor: u32) -> Option<String> {
+    let link = std::fs::read_link(format!("/sys/dev/char/{major}:{minor}")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
 
 /// With DM events driving re-reads, the engine's own timer is only a backstop.
 const BACKSTOP_REFRESH: Duration = Duration::from_secs(30);
@@ -34,6 +73,15 @@ pub struct Published {
     pub engine: Arc<Engine>,
     pub node: Arc<MapNode>,
     device: CuseDevice<MapNode>,
+}
+
+impl Published {
+    /// Node gone for good: the service manager drops its copy of the /dev/cuse fd too.
+    fn unstore(&self) {
+        if let Err(e) = fdstore::remove(&stored_name(self.major, self.minor)) {
+            tracing::warn!(map = %self.name, "fd store: {e}");
+        }
+    }
 }
 
 impl Published {
@@ -79,6 +127,7 @@ fn remove_all(maps: Vec<Published>) {
         // Closed first, so that the commands detach() wakes end at once.
         p.engine.close();
         p.node.detach();
+        p.unstore();
     }
     let names: Vec<String> = maps.iter().map(|p| p.name.clone()).collect();
     let slots: Vec<Mutex<Option<CuseDevice<MapNode>>>> = maps
@@ -105,6 +154,8 @@ fn publish(
     uuid: &str,
     major: u32,
     minor: u32,
+    store: Option<&Arc<FileStore>>,
+    adoption: Option<Adoption>,
 ) -> std::io::Result<Published> {
     let id = MapId {
         name: d.name.clone(),
@@ -120,7 +171,12 @@ fn publish(
         shared.budget.clone(),
         shared.timer.clone(),
     ));
-    let node = Arc::new(MapNode::new(map.clone()));
+    let records = store.map(|s| NodeRecords {
+        store: s.clone(),
+        major,
+        minor,
+    });
+    let node = Arc::new(MapNode::new(map.clone(), records));
     let waiting = Arc::downgrade(&node);
     engine.on_path_opened(Box::new(move || {
         if let Some(node) = waiting.upgrade() {
@@ -137,9 +193,43 @@ fn publish(
         max: opts.max_threads_per_map,
         budget: shared.threads.clone(),
     };
-    let device = CuseDevice::create(spec, node.clone(), cfg, |executor| {
+    let ready = |executor: crate::cuse::Executor<MapNode>| {
         map.set_submit(Box::new(move |job| executor.submit(job)))
-    })?;
+    };
+    let device = match adoption {
+        Some(a) => {
+            node.restore_files(&a.records);
+            let (device, resent) = CuseDevice::adopt(
+                a.fd,
+                node.clone(),
+                &d.name,
+                cfg,
+                a.requests,
+                !a.handed_over,
+                ready,
+            )?;
+            if !a.handed_over && !resent {
+                node.expect_orphans();
+            }
+            tracing::info!(
+                map = %d.name,
+                files = a.records.len(),
+                handed_over = a.handed_over,
+                resent,
+                "node taken over from the daemon's predecessor"
+            );
+            device
+        }
+        None => {
+            let device = CuseDevice::create(spec, node.clone(), cfg, ready)?;
+            if fdstore::available() {
+                if let Err(e) = fdstore::store(&stored_name(major, minor), device.fd()) {
+                    tracing::warn!(map = %d.name, "the node will not outlive a restart: {e}");
+                }
+            }
+            device
+        }
+    };
     Ok(Published {
         name: d.name.clone(),
         uuid: uuid.to_string(),
@@ -217,9 +307,12 @@ pub struct Registry {
     /// moves. Devices without a live table yet are not kept here: their table's resume
     /// is an event that does not move their counter.
     passed: HashMap<DevT, Option<u32>>,
+    store: Option<Arc<FileStore>>,
+    inherited: Inherited,
 }
 
 impl Registry {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         opts: Options,
         shared: Shared,
@@ -227,6 +320,8 @@ impl Registry {
         opener: Arc<PathOpener>,
         devnums: DevNums,
         wake: Arc<nix::sys::eventfd::EventFd>,
+        store: Option<Arc<FileStore>>,
+        inherited: Inherited,
     ) -> Registry {
         Registry {
             opts,
@@ -238,7 +333,54 @@ impl Registry {
             devnums,
             maps: BTreeMap::new(),
             passed: HashMap::new(),
+            store,
+            inherited,
         }
+    }
+
+    /// After the first sync: inherited nodes no map claimed (removed, renamed or
+    /// deselected while no daemon ran) go, with their records.
+    pub fn finish_adoption(&mut self) {
+        for ((major, minor), fd) in self.inherited.nodes.drain() {
+            tracing::info!(devnum = %format!("{major}:{minor}"), "an inherited node has no map now: removed");
+            drop(fd);
+            let _ = fdstore::remove(&stored_name(major, minor));
+        }
+        for (_, records) in self.inherited.records.drain() {
+            if let Some(store) = &self.store {
+                for (slot, _) in records {
+                    store.release(slot);
+                }
+            }
+        }
+        self.inherited.requests.clear();
+    }
+
+    /// Takes the inherited node `major:minor` if it is the node `name` should have.
+    fn adoption(&mut self, name: &str, major: u32, minor: u32) -> Option<Adoption> {
+        let fd = self.inherited.nodes.remove(&(major, minor))?;
+        let want = format!("{DEV_DIR}!{name}");
+        if sysfs_char_name(major, minor).as_deref() != Some(want.as_str()) {
+            tracing::info!(map = %name, devnum = %format!("{major}:{minor}"),
+                "the inherited node has another name now: removed, published again");
+            drop(fd);
+            let _ = fdstore::remove(&stored_name(major, minor));
+            return None;
+        }
+        Some(Adoption {
+            fd,
+            records: self
+                .inherited
+                .records
+                .remove(&(major, minor))
+                .unwrap_or_default(),
+            requests: self
+                .inherited
+                .requests
+                .remove(&(major, minor))
+                .unwrap_or_default(),
+            handed_over: self.inherited.handed_over,
+        })
     }
 
     pub fn maps(&self) -> impl Iterator<Item = &Published> {
@@ -325,7 +467,7 @@ impl Registry {
                 selected
             })
             .collect();
-        let dm = &self.dm;
+        let dm = self.dm.clone();
         let kinds = par_map(&wanted, |d| dm.kind(&d.name));
         let mut todo = Vec::new();
         for (d, kind) in wanted.into_iter().zip(kinds) {
@@ -352,10 +494,27 @@ impl Registry {
                 Ok(DmKind::NoTable) | Err(_) => {}
             }
         }
-        let (opener, opts, shared, major) =
-            (&self.opener, &self.opts, &self.shared, self.devnums.major);
-        let results = par_map(&todo, |(d, uuid, minor)| {
-            publish(dm, opener, opts, shared, d, uuid, major, *minor)
+        let major = self.devnums.major;
+        let adoptions: Vec<Mutex<Option<Adoption>>> = todo
+            .iter()
+            .map(|(d, _, minor)| Mutex::new(self.adoption(&d.name, major, *minor)))
+            .collect();
+        let jobs: Vec<_> = todo.iter().zip(&adoptions).collect();
+        let (opener, opts, shared, store) = (&self.opener, &self.opts, &self.shared, &self.store);
+        let results = par_map(&jobs, |((d, uuid, minor), adoption)| {
+            let adoption = adoption.lock().take();
+            publish(
+                &dm,
+                opener,
+                opts,
+                shared,
+                d,
+                uuid,
+                major,
+                *minor,
+                store.as_ref(),
+                adoption,
+            )
         });
         for ((d, _, minor), result) in todo.into_iter().zip(results) {
             match result {
@@ -403,6 +562,53 @@ impl Registry {
             }),
             Err(e) => tracing::error!(map = %name, "cannot start removing the node: {e}"),
         }
+    }
+
+    /// Hands every node to the daemon's successor (a restart under a service manager):
+    /// the nodes stop reading requests, which stay queued in the kernel; commands running
+    /// or waiting for a path finish (at most HANDOVER_WAIT); blocking read()s that wait
+    /// for nothing are left unanswered and returned as request bytes for the successor;
+    /// then the threads stop and the daemon's copies of the /dev/cuse fds close, the
+    /// service manager's keeping the nodes. Removals under way finish first.
+    pub fn hand_over(&mut self) -> Vec<(NodeNumber, Vec<u8>)> {
+        for r in self.removing.drain(..) {
+            let _ = r.thread.join();
+        }
+        let maps: Vec<Published> = std::mem::take(&mut self.maps).into_values().collect();
+        for p in &maps {
+            p.device.drain();
+        }
+        let deadline = Instant::now() + HANDOVER_WAIT;
+        let started = Instant::now();
+        while maps.iter().any(|p| p.node.busy()) {
+            if Instant::now() > deadline {
+                let busy: Vec<&str> = maps
+                    .iter()
+                    .filter(|p| p.node.busy())
+                    .map(|p| p.name.as_str())
+                    .collect();
+                tracing::warn!(?busy, "commands still unfinished after {HANDOVER_WAIT:?}: they end now (EIO or DID_TRANSPORT_DISRUPTED)");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut requests = Vec::new();
+        for p in &maps {
+            let h = p.node.hand_over();
+            if h.dropped_completions > 0 {
+                tracing::warn!(map = %p.name, count = h.dropped_completions,
+                    "write() results not read before the restart are lost");
+            }
+            tracing::info!(map = %p.name, requests = h.requests.len(),
+                waited_ms = started.elapsed().as_millis() as u64, "node handed over");
+            requests.extend(h.requests.into_iter().map(|r| ((p.major, p.minor), r)));
+        }
+        for p in maps {
+            p.engine.close();
+            p.device.join();
+        }
+        self.shared.timer.stop();
+        requests
     }
 
     /// Removes every node (daemon shutdown), all maps at once, and waits for removals

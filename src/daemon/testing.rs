@@ -4,7 +4,8 @@
 
 use super::budget::Budget;
 use super::map::MapState;
-use super::node::MapNode;
+use super::node::{MapNode, NodeRecords};
+use super::persist::FileStore;
 use super::timer::Timer;
 use crate::cuse::testing::FakeKernel;
 use crate::failover::testing::{rig, Rig};
@@ -25,6 +26,8 @@ pub struct LabOptions {
     pub min: usize,
     pub max: usize,
     pub budget: usize,
+    /// Keep the open files' records there (as node 240:0).
+    pub records: Option<Arc<FileStore>>,
 }
 
 impl Default for LabOptions {
@@ -36,6 +39,7 @@ impl Default for LabOptions {
             min: 2,
             max: 8,
             budget: 32 << 20,
+            records: None,
         }
     }
 }
@@ -49,7 +53,12 @@ pub fn lab(o: LabOptions) -> Lab {
         Budget::new(o.budget),
         Timer::start().unwrap(),
     ));
-    let node = Arc::new(MapNode::new(map.clone()));
+    let records = o.records.map(|store| NodeRecords {
+        store,
+        major: 240,
+        minor: 0,
+    });
+    let node = Arc::new(MapNode::new(map.clone(), records));
     let m = map.clone();
     let k = FakeKernel::start_ready(
         node.clone(),
