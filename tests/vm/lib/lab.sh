@@ -328,6 +328,17 @@ MPATHSG_UNIT=$LAB_REPO/systemd/mpath-sgd.service
 # (set by the runner for SCENARIO@rounds) comes first. The daemon runs under the unit's
 # sandbox (lib/unit-sandbox) unless LAB_DAEMON_SANDBOX=none.
 mpathsg_start() {
+	mpathsg_command "$@"
+	local before
+	before=$(grep -c "serving" "$MPATHSG_LOG" 2>/dev/null || true)
+	"${MPATHSG_CMD[@]}" >>"$MPATHSG_LOG" 2>&1 &
+	MPATHSG_PID=$!
+	mpathsg_wait_serving "$MPATHSG_PID" "${before:-0}" "$@"
+}
+
+# mpathsg_command [ARGS...]: MPATHSG_CMD, the daemon's command line (sandbox, state
+# directory, the runner's mode, ARGS), and MPATHSG_LOG.
+mpathsg_command() {
 	[ -x "$MPATH_SGD" ] || die "$MPATH_SGD is not built (make build)"
 	local sandbox=()
 	case ${LAB_DAEMON_SANDBOX:-unit} in
@@ -337,19 +348,22 @@ mpathsg_start() {
 	esac
 	MPATHSG_LOG=$LAB_OUT/${LAB_SCENARIO:-manual}-mpath-sgd.log
 	mkdir -p /run/mpath-sg/state
-	local before
-	before=$(grep -c "serving" "$MPATHSG_LOG" 2>/dev/null || true)
-	# shellcheck disable=SC2086 # LAB_DAEMON_ARGS: words for the daemon (the runner's mode)
-	"${sandbox[@]}" "$MPATH_SGD" --state-dir /run/mpath-sg/state ${LAB_DAEMON_ARGS:-} "$@" >>"$MPATHSG_LOG" 2>&1 &
-	MPATHSG_PID=$!
-	local i
+	# shellcheck disable=SC2206 # LAB_DAEMON_ARGS: words for the daemon (the runner's mode)
+	MPATHSG_CMD=("${sandbox[@]}" "$MPATH_SGD" --state-dir /run/mpath-sg/state ${LAB_DAEMON_ARGS:-} "$@")
+}
+
+# mpathsg_wait_serving PID BEFORE [ARGS...]: the log has more "serving" lines than BEFORE
+# (within 30 s, PID alive meanwhile).
+mpathsg_wait_serving() {
+	local pid=$1 before=$2 i
+	shift 2
 	for ((i = 0; i < 300; i++)); do
-		kill -0 "$MPATHSG_PID" 2>/dev/null || {
+		kill -0 "$pid" 2>/dev/null || {
 			tail -n 20 "$MPATHSG_LOG" >&2
 			mpathsg_seccomp_kills >&2
 			die "mpath-sgd exited during start"
 		}
-		if [ "$(grep -c "serving" "$MPATHSG_LOG")" -gt "${before:-0}" ]; then
+		if [ "$(grep -c "serving" "$MPATHSG_LOG")" -gt "$before" ]; then
 			# The runner's @rounds mode must really be in force.
 			case " ${LAB_DAEMON_ARGS:-} $* " in
 			*" --ioctl-rounds "*) grep "serving" "$MPATHSG_LOG" | tail -n 1 | grep -q "retry rounds" ||
@@ -360,6 +374,57 @@ mpathsg_start() {
 		sleep 0.1
 	done
 	die "mpath-sgd did not report serving within 30 s"
+}
+
+# mpathsg_start_supervised [ARGS...]: the daemon under lib/fdstore-supervisor, which does
+# what systemd does for the unit's restarts (NOTIFY_SOCKET, the fd store, LISTEN_FDS);
+# its events in $MPATHSG_SUPLOG. mpathsg_restart and mpathsg_stop_supervised drive it.
+mpathsg_start_supervised() {
+	mpathsg_command "$@"
+	mkdir -p /run/mpath-sg-lab
+	MPATHSG_CTL=/run/mpath-sg-lab/supervisor.ctl
+	MPATHSG_SUPLOG=$LAB_OUT/${LAB_SCENARIO:-manual}-supervisor.log
+	rm -f "$MPATHSG_CTL"
+	mkfifo "$MPATHSG_CTL"
+	local before
+	before=$(grep -c "serving" "$MPATHSG_LOG" 2>/dev/null || true)
+	"$LAB_ROOT/lib/fdstore-supervisor" "$MPATHSG_CTL" "$MPATHSG_SUPLOG" -- "${MPATHSG_CMD[@]}" >>"$MPATHSG_LOG" 2>&1 &
+	MPATHSG_SUPERVISOR=$!
+	mpathsg_wait_serving "$MPATHSG_SUPERVISOR" "${before:-0}" "$@"
+	MPATHSG_PID=$(mpathsg_daemon_pid)
+}
+
+# mpathsg_daemon_pid: the supervised daemon's pid now.
+mpathsg_daemon_pid() { sed -n 's/^[0-9.]* started \([0-9]*\)$/\1/p' "$MPATHSG_SUPLOG" | tail -n 1; }
+
+# mpathsg_restart [kill]: `systemctl restart` (SIGTERM), or with "kill" a crash (SIGKILL)
+# and Restart=on-failure; returns once the successor serves.
+mpathsg_restart() {
+	local before old
+	before=$(grep -c "serving" "$MPATHSG_LOG")
+	old=$(mpathsg_daemon_pid)
+	echo "${1:-restart}" >"$MPATHSG_CTL"
+	wait_for "the supervisor started a successor to $old" 30 \
+		sh -c '[ "$(sed -n "s/^[0-9.]* started \([0-9]*\)$/\1/p" "$1" | tail -n 1)" != "$2" ]' sh "$MPATHSG_SUPLOG" "$old"
+	mpathsg_wait_serving "$MPATHSG_SUPERVISOR" "$before"
+	MPATHSG_PID=$(mpathsg_daemon_pid)
+}
+
+# mpathsg_stop_supervised: `systemctl stop`: SIGTERM, the store emptied; the daemon must
+# exit 0 within 70 s (it waits for commands up to 60 s) and its nodes must be gone.
+mpathsg_stop_supervised() {
+	[ -n "${MPATHSG_SUPERVISOR:-}" ] || return 0
+	echo stop >"$MPATHSG_CTL"
+	local i
+	for ((i = 0; i < 700; i++)); do
+		kill -0 "$MPATHSG_SUPERVISOR" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$MPATHSG_SUPERVISOR" 2>/dev/null && die "the supervisor still runs 70 s after stop"
+	wait "$MPATHSG_SUPERVISOR" || true
+	MPATHSG_SUPERVISOR= MPATHSG_PID=
+	grep -q "exited [0-9]* 0$" "$MPATHSG_SUPLOG" || die "mpath-sgd did not exit 0: $(grep exited "$MPATHSG_SUPLOG" | tail -n 1)"
+	wait_for "the nodes are gone once the store is emptied" 5 sh -c '! ls /dev/mpath-sg/* >/dev/null 2>&1'
 }
 
 # mpathsg_seccomp_kills: the kernel's audit lines for processes the system call filter

@@ -6,13 +6,15 @@
 # then both for some seconds (queue_if_no_path): the guest must see no I/O error and no
 # mismatch. Its view of the disk is checked too: the LU's WWID (VPD 0x83), the capacity,
 # and the Block Limits page's maximum transfer, which qemu rewrites from the node's
-# BLKSECTGET.
+# BLKSECTGET. Then the daemon is restarted twice under the guest's I/O, as `systemctl
+# restart` does it (lib/fdstore-supervisor): the node stays (same inode, same major:minor)
+# and the guest sees no error.
 lab_lu 2
 a=${LAB_PATHS[0]} b=${LAB_PATHS[1]}
 lab_map mpatha --queue --group "$a" "$b"
-mpathsg_start
+mpathsg_start_supervised
 node=/dev/mpath-sg/mpatha
-seconds=${LAB_GUEST_SECONDS:-32}
+seconds=${LAB_GUEST_SECONDS:-50}
 console=$LAB_OUT/guest-console.txt
 # guest_line PREFIX: the guest's console lines starting with PREFIX (the serial console
 # ends lines with CR LF).
@@ -74,6 +76,22 @@ sleep 3
 [ "$(path_iocount "$a")" -gt "$n" ] || die "the guest's I/O did not resume"
 say "ok: the guest's I/O resumed ($(($(path_iocount "$a") - n)) commands on $a in 3 s)"
 
+step "the daemon restarts twice under the guest's I/O"
+before=$(stat -c '%i %t:%T' "$node")
+for _ in 1 2; do
+	t0=$SECONDS
+	mpathsg_restart
+	say "ok: the successor serves $((SECONDS - t0)) s after SIGTERM"
+	sleep 1
+done
+[ "$(stat -c '%i %t:%T' "$node")" = "$before" ] || die "the node changed: $before -> $(stat -c '%i %t:%T' "$node")"
+kill -0 "$GUEST_PID" 2>/dev/null || die "the guest stopped during the restarts"
+n=$(($(path_iocount "$a") + $(path_iocount "$b")))
+sleep 2
+m=$(($(path_iocount "$a") + $(path_iocount "$b")))
+[ "$m" -gt "$n" ] || die "the guest's I/O did not go on after the restarts"
+say "ok: same node (inode, major:minor: $before); $((m - n)) commands in 2 s after the restarts"
+
 step "the guest's verdict"
 guest_wait "$console" '^GUEST_EXIT' $((seconds + 120))
 wait "$GUEST_PID" || true
@@ -87,7 +105,7 @@ bytes=$(sed -n 's/.* bytes=\([0-9]*\) .*/\1/p' <<<"$result")
 say "ok: $ios I/Os, $((bytes / 1048576)) MiB verified in ${seconds} s ($((bytes / seconds / 1024)) KiB/s under nested emulation)"
 echo "guest $node+faults $seconds $ios $bytes" >>"$LAB_OUT/guest-throughput.txt"
 
-mpathsg_stop
+mpathsg_stop_supervised
 if [ "${LAB_GUEST_REFERENCE:-0}" = 1 ]; then
 	# Throughput without faults, through the node and through the path's own sg node.
 	mpathsg_start
