@@ -72,10 +72,11 @@ lab: build
 	LAB_SKIP="$(LAB_SKIP)" tests/vm/run $(SCENARIOS)
 
 # The VM suite on the 6.12 kernel (logs in tests/vm/out-6.12): all of it, or SCENARIOS.
-# make test runs LAB_612_SHORT there: the sg ABI compared with /dev/sgN on that kernel
-# (synchronous and asynchronous), and a guest on the node through path failures (the
-# nested guest, ~3 min, runs on 6.12 only in make test; make test-guest runs it on both).
-LAB_612_SHORT := 40-sg-abi-differential 41-sg-async 80-guest
+# make test runs LAB_612_SHORT there: failover, the sg ABI compared with /dev/sgN on that
+# kernel (synchronous and asynchronous), restarts (6.12 resends what a killed daemon had
+# read), and a guest on the node through path failures and restarts (the nested guest,
+# ~3 min, runs on 6.12 only in make test; make test-guest runs it on both).
+LAB_612_SHORT := 30-failover 40-sg-abi-differential 41-sg-async 45-restart 80-guest
 lab-6.12: build
 	LAB_SKIP="$(LAB_SKIP)" LAB_KERNEL=6.12 LAB_OUTDIR=$(CURDIR)/tests/vm/out-6.12 tests/vm/run $(SCENARIOS)
 

@@ -218,6 +218,19 @@ impl<T> RequestQueue<T> {
         out
     }
 
+    /// Requests whose command has not finished (SG_IO's, and write()'s not yet done).
+    pub fn active(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.state, State::Active))
+            .count()
+    }
+
+    /// Requests listed, finished or not.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
