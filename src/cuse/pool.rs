@@ -26,7 +26,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::thread::JoinHandleExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -73,10 +73,11 @@ pub trait CuseHandler: Send + Sync + Sized + 'static {
     /// The caller of request `unique` got a signal. A request that waits (a blocking read,
     /// a command not yet on a path) should end with EINTR: the kernel does not let the
     /// caller go, not even for SIGKILL, before the request is answered. The interrupt
-    /// itself is never answered. `orphan` answers request `unique` directly: for one
-    /// this daemon never read (a predecessor read it and died); dropped, it answers
-    /// nothing.
-    fn interrupt(&self, unique: Unique, orphan: OrphanReply);
+    /// itself is never answered. `orphan` is given when request `unique` was not read by
+    /// this daemon (its id is below every request read so far, and it was not resent): a
+    /// predecessor read it and died, if one did. It answers that request directly;
+    /// dropped, it answers nothing.
+    fn interrupt(&self, unique: Unique, orphan: Option<OrphanReply>);
 }
 
 /// Work for a device's thread, with that thread's local state.
@@ -151,6 +152,10 @@ pub(crate) struct Pool<H: CuseHandler> {
     me: Weak<Pool<H>>,
     /// Requests a predecessor had read and handed over, handled before the first read.
     replay: Mutex<Vec<Vec<u8>>>,
+    /// The lowest request id read (INTERRUPTs and resent requests aside), recorded right
+    /// after the read: an INTERRUPT naming a lower one is for a request this daemon never
+    /// read.
+    first_unique: AtomicU64,
 }
 
 /// The handler's view of the thread that handles a request.
@@ -287,6 +292,7 @@ impl<H: CuseHandler> Pool<H> {
             handles: Mutex::new(Vec::new()),
             me: me.clone(),
             replay: Mutex::new(replay),
+            first_unique: AtomicU64::new(u64::MAX),
         });
         ready(Executor::new(&pool));
         for _ in 0..min {
@@ -617,6 +623,12 @@ fn dispatch<H: CuseHandler>(
         }
     };
     let caller = req.header.caller();
+    if !matches!(req.op, Operation::Interrupt(_)) && !caller.unique.resent() {
+        worker
+            .pool
+            .first_unique
+            .fetch_min(caller.unique.0, Ordering::Relaxed);
+    }
     let token = || Responder::new(sink.clone(), caller.unique);
     match req.op {
         Operation::Open(arg) => handler.open(&caller, arg.flags, OpenReply(token())),
@@ -631,10 +643,13 @@ fn dispatch<H: CuseHandler>(
         Operation::Poll(arg) => handler.poll(&caller, &arg, waker, PollReply(token())),
         // Never answered: -ENOSYS would switch interrupts off for good (then a waiting
         // request could never be ended), and a request that finishes anyway needs none.
-        Operation::Interrupt(arg) => handler.interrupt(
-            Unique(arg.unique),
-            OrphanReply::new(sink.clone(), Unique(arg.unique)),
-        ),
+        Operation::Interrupt(arg) => {
+            let target = Unique(arg.unique);
+            let never_read =
+                !target.resent() && target.0 < worker.pool.first_unique.load(Ordering::Relaxed);
+            let orphan = never_read.then(|| OrphanReply::new(sink.clone(), target));
+            handler.interrupt(target, orphan)
+        }
         Operation::CuseInit(_) | Operation::Unknown(_) => {
             let _ = error(&**sink, caller.unique, Errno::ENOSYS);
         }
@@ -712,7 +727,7 @@ mod tests {
         fn poll(&self, _: &Caller, _: &PollIn, _: &PollWaker, reply: PollReply) {
             reply.revents(0);
         }
-        fn interrupt(&self, unique: Unique, _: OrphanReply) {
+        fn interrupt(&self, unique: Unique, _: Option<OrphanReply>) {
             let mut parked = self.parked.lock();
             if let Some(i) = parked.iter().position(|r| r.unique() == unique) {
                 parked.remove(i).error(Errno::EINTR);

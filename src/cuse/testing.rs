@@ -94,6 +94,14 @@ impl<H: CuseHandler> FakeKernel<H> {
         unique
     }
 
+    /// A request id the kernel gave to a request the device never sees here (one a
+    /// predecessor read): later requests have higher ids.
+    pub fn skip_unique(&mut self) -> u64 {
+        let unique = self.next;
+        self.next += 2;
+        unique
+    }
+
     pub fn send_as(&mut self, unique: u64, opcode: u32, tid: u32, body: &[u8]) {
         let h = InHeader {
             len: (40 + body.len()) as u32,

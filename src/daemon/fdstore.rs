@@ -13,9 +13,12 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// The first inherited fd (SD_LISTEN_FDS_START).
 const LISTEN_FDS_START: RawFd = 3;
 
-/// Whether a service manager listens (NOTIFY_SOCKET is set): only then can fds be stored.
+/// Whether fds can be stored: a service manager listens (NOTIFY_SOCKET), and does not say
+/// its store holds none (systemd 254 and later set FDSTORE to FileDescriptorStoreMax=;
+/// older ones, Debian 12's 252 among them, say nothing, and the unit is trusted).
 pub fn available() -> bool {
     std::env::var_os("NOTIFY_SOCKET").is_some()
+        && std::env::var("FDSTORE").map_or(true, |n| n.trim() != "0")
 }
 
 /// Sends `state` to $NOTIFY_SOCKET, with `fd` attached if given. Does nothing without a

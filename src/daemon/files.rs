@@ -93,8 +93,10 @@ pub struct OpenFile {
     /// SG_IO reads its header and (if it is still there) its CDB in one call.
     pub last_cdb: Mutex<Option<(u32, u64, CdbGuess)>>,
     /// Where this file's record is kept for the daemon's successor (none when the node's
-    /// files are not kept, or the store is full).
-    pub record: Option<FileRecordAt>,
+    /// files are not kept, the store is full, or the record was dropped). Locked while the
+    /// record is written, so that writes keep their order and none lands in a slot that
+    /// was given back (and may be another file's by then).
+    record: Mutex<Option<FileRecordAt>>,
 }
 
 /// A file's place in the store of open-file records, with its node's device number.
@@ -166,7 +168,23 @@ impl OpenFile {
             abi_cache: AtomicU64::new(0),
             last_cdb: Mutex::new(None),
             checked_thread: Mutex::new(None),
-            record: None,
+            record: Mutex::new(None),
+        }
+    }
+
+    /// Gives the file its record's place (at OPEN, or when a predecessor's file is
+    /// restored) and writes the record.
+    pub fn keep_record(&self, at: FileRecordAt) {
+        let mut r = self.record.lock();
+        at.store.write(at.slot, &self.to_record(at.major, at.minor));
+        *r = Some(at);
+    }
+
+    /// The file is gone for good (RELEASE, or its node removed): its record is cleared
+    /// and its slot given back, once.
+    pub fn drop_record(&self) {
+        if let Some(at) = self.record.lock().take() {
+            at.store.release(at.slot);
         }
     }
 
@@ -211,7 +229,7 @@ impl OpenFile {
 
     /// Rewrites the file's record after a setting changed.
     pub fn save(&self) {
-        if let Some(r) = &self.record {
+        if let Some(r) = &*self.record.lock() {
             r.store.write(r.slot, &self.to_record(r.major, r.minor));
         }
     }

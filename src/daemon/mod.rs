@@ -8,6 +8,7 @@ pub mod devnums;
 pub mod error;
 pub mod fdstore;
 pub mod files;
+pub mod handover;
 pub mod ioctl;
 pub mod map;
 pub mod node;
@@ -137,10 +138,14 @@ fn inherit() -> (Option<Arc<persist::FileStore>>, registry::Inherited) {
             ("handover", _) => {
                 let image = persist::read_all(&fd, 64 << 20).ok();
                 match image.as_deref().and_then(persist::decode_handover) {
-                    Some(requests) => {
+                    Some(items) => {
                         inherited.handed_over = true;
-                        for (num, req) in requests {
-                            inherited.requests.entry(num).or_default().push(req);
+                        for (num, kind, bytes) in items {
+                            let into = match kind {
+                                persist::Handed::Request => &mut inherited.requests,
+                                persist::Handed::Result => &mut inherited.results,
+                            };
+                            into.entry(num).or_default().push(bytes);
                         }
                     }
                     None => tracing::error!("the predecessor's hand-over is unreadable"),

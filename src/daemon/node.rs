@@ -5,6 +5,7 @@
 use super::async_io;
 use super::buffer::WorkerLocal;
 use super::files::{FileRecordAt, OpenFile, Opener};
+use super::handover::{self, HandedResult};
 use super::ioctl;
 use super::map::MapState;
 use super::persist::{FileRecord, FileStore, Slot};
@@ -18,7 +19,7 @@ use crate::cuse::{
 };
 use crate::errno::Errno;
 use crate::sg::abi::SG_DEF_RESERVED_SIZE;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub struct MapNode {
@@ -26,11 +27,9 @@ pub struct MapNode {
     /// Where the node's open files are kept for the daemon's successor.
     records: Option<NodeRecords>,
     /// Set when the node was taken over from a predecessor that died, on a kernel that
-    /// could not resend what it had read: an INTERRUPT naming a request below the first
-    /// one this daemon read is for one of those, and ends it (EINTR).
+    /// could not resend what it had read: an INTERRUPT naming a request this daemon never
+    /// read is for one of those, and ends it (EINTR).
     orphans_possible: std::sync::atomic::AtomicBool,
-    /// The lowest request id this daemon has read (resent ones aside).
-    first_unique: AtomicU64,
 }
 
 /// The store of open-file records and this node's device number in it.
@@ -41,12 +40,12 @@ pub struct NodeRecords {
 }
 
 /// What a node leaves its successor besides its open files: the requests it read and
-/// did not answer (blocking read()s with nothing to reap), as request bytes.
+/// did not answer (blocking read()s with nothing to reap), as request bytes, and the
+/// results of write() commands nobody had read (`handover::encode`).
 #[derive(Default)]
 pub struct NodeHandover {
     pub requests: Vec<Vec<u8>>,
-    /// write() results nobody had read: not handed over (see docs/operations.md).
-    pub dropped_completions: usize,
+    pub results: Vec<Vec<u8>>,
 }
 
 impl MapNode {
@@ -55,36 +54,61 @@ impl MapNode {
             map,
             records,
             orphans_possible: false.into(),
-            first_unique: AtomicU64::new(u64::MAX),
         }
     }
 
     /// Takes over the files a predecessor left open on this node.
     pub fn restore_files(&self, records: &[(Slot, FileRecord)]) {
         for (slot, rec) in records {
-            let mut f = OpenFile::restored(rec);
-            f.record = self.records.as_ref().map(|r| FileRecordAt {
-                store: r.store.clone(),
-                slot: *slot,
-                major: r.major,
-                minor: r.minor,
-            });
+            let f = OpenFile::restored(rec);
+            if let Some(r) = &self.records {
+                f.keep_record(FileRecordAt {
+                    store: r.store.clone(),
+                    slot: *slot,
+                    major: r.major,
+                    minor: r.minor,
+                });
+            }
             self.map.files.restore(f);
         }
     }
 
-    /// The node was taken over from a predecessor that died holding requests the kernel
-    /// could not resend (see `interrupt`).
-    pub fn expect_orphans(&self) {
-        self.orphans_possible.store(true, Ordering::Relaxed);
+    /// Takes over the write() results a predecessor handed over (before any request is
+    /// read: a handed-over read() may be waiting for one of them).
+    pub fn restore_results(&self, results: &[Vec<u8>]) {
+        for bytes in results {
+            let Some(r) = handover::decode(bytes) else {
+                tracing::error!(map = %self.map.engine.map(), "a handed-over write() result is unreadable: dropped");
+                continue;
+            };
+            let Some(file) = self.map.files.get(r.fh) else {
+                continue;
+            };
+            // Not charged to the data budget: bounded by what the predecessor held.
+            let HandedResult {
+                pack_id,
+                usr_ptr,
+                duration_ms,
+                problem,
+                done,
+                ..
+            } = r;
+            let pushed =
+                file.state
+                    .lock()
+                    .requests
+                    .push_done(pack_id, usr_ptr, duration_ms, problem, done);
+            if pushed.is_err() {
+                tracing::error!(map = %self.map.engine.map(), "a handed-over write() result finds its file's list full: dropped");
+            }
+        }
     }
 
-    /// Notes request `unique` as read by this daemon (for orphan INTERRUPTs).
-    fn seen(&self, caller: &Caller) {
-        if self.orphans_possible.load(Ordering::Relaxed) && !caller.unique.resent() {
-            self.first_unique
-                .fetch_min(caller.unique.0, Ordering::Relaxed);
-        }
+    /// Whether the node was taken over from a predecessor that died holding requests the
+    /// kernel could not resend (see `interrupt`): set before its threads start, cleared
+    /// once the kernel took FUSE_NOTIFY_RESEND.
+    pub fn expect_orphans(&self, yes: bool) {
+        self.orphans_possible.store(yes, Ordering::Relaxed);
     }
 
     /// Whether commands run or wait for a path on this node, or write() commands are
@@ -105,19 +129,29 @@ impl MapNode {
     pub fn hand_over(&self) -> NodeHandover {
         let mut out = NodeHandover::default();
         for f in self.map.files.all() {
-            let (readers, poll, unread) = {
+            let (readers, poll, done) = {
                 let mut st = f.state.lock();
-                let unread = st.requests.len();
-                (std::mem::take(&mut st.readers), st.poll.take(), unread)
+                let done = st.requests.take_done();
+                (std::mem::take(&mut st.readers), st.poll.take(), done)
             };
-            out.dropped_completions += unread;
+            for (pack_id, usr_ptr, duration_ms, problem, done) in done {
+                out.results.push(handover::encode(&HandedResult {
+                    fh: f.fh,
+                    pack_id,
+                    usr_ptr,
+                    duration_ms,
+                    problem,
+                    done,
+                }));
+            }
             for r in readers {
                 r.unpark();
                 let count = r.count as u32;
                 let caller = r.caller;
                 r.reply.hand_over();
-                out.requests
-                    .push(encode_read(&caller, f.fh, count, f.flags));
+                // A parked read is a blocking one, whatever the open flags say now.
+                let flags = f.flags & !(libc::O_NONBLOCK as u32);
+                out.requests.push(encode_read(&caller, f.fh, count, flags));
             }
             if let Some((kh, waker)) = poll {
                 waker.wake(kh);
@@ -144,9 +178,7 @@ impl MapNode {
         self.map.set_detaching();
         for f in self.map.files.all() {
             async_io::detach_file(&f);
-            if let Some(r) = &f.record {
-                r.store.release(r.slot);
-            }
+            f.drop_record();
         }
         pipeline::resume_all(&self.map);
     }
@@ -159,21 +191,23 @@ impl CuseHandler for MapNode {
         let reserved = SG_DEF_RESERVED_SIZE.min(self.map.max_transfer() as i32);
         // read() and write() check it; the data budget is shared per opener process
         // (per user for a process the daemon cannot see).
-        self.seen(caller);
         let opener = Opener::of(caller, process_of(caller.tid));
         // The record is written before OPEN is answered: the kernel never holds a handle
         // a successor could not find.
         let fh = self.map.files.insert(|fh| {
-            let mut f = OpenFile::new(fh, flags, opener, reserved);
-            f.record = self.records.as_ref().and_then(|r| {
-                Some(FileRecordAt {
-                    store: r.store.clone(),
-                    slot: r.store.claim()?,
-                    major: r.major,
-                    minor: r.minor,
-                })
-            });
-            f.save();
+            let f = OpenFile::new(fh, flags, opener, reserved);
+            if let Some(r) = &self.records {
+                match r.store.claim() {
+                    Some(slot) => f.keep_record(FileRecordAt {
+                        store: r.store.clone(),
+                        slot,
+                        major: r.major,
+                        minor: r.minor,
+                    }),
+                    None => tracing::warn!(map = %self.map.engine.map(),
+                        "no room for an open file's record: this file will not outlive a restart"),
+                }
+            }
             f
         });
         reply.opened(fh);
@@ -183,9 +217,7 @@ impl CuseHandler for MapNode {
         // Unread completions go with the file; commands in flight finish on their path
         // and are dropped then (sg orphans them the same way).
         if let Some(f) = self.map.files.remove(fh) {
-            if let Some(r) = &f.record {
-                r.store.release(r.slot);
-            }
+            f.drop_record();
         }
         reply.done();
     }
@@ -200,7 +232,6 @@ impl CuseHandler for MapNode {
         // The kernel splits a read() larger than one request (128 KiB, 32 pages) into
         // several, the later ones at offset > 0. sg answers one read() with one
         // completion: the first piece got it, the rest end the read() here.
-        self.seen(caller);
         if arg.offset != 0 {
             return reply.data(&[]);
         }
@@ -220,7 +251,6 @@ impl CuseHandler for MapNode {
     ) {
         // The rest of a write() larger than one request (see `read`): sg reads the header
         // only and takes the whole count.
-        self.seen(caller);
         if arg.offset != 0 {
             return reply.written(arg.size);
         }
@@ -238,7 +268,6 @@ impl CuseHandler for MapNode {
         reply: IoctlReply,
         worker: &mut Worker<'_, Self>,
     ) {
-        self.seen(caller);
         match self.map.files.get(FileHandle(arg.fh)) {
             Some(file) => ioctl::ioctl(&self.map, caller, file, arg, data, reply, worker),
             None => reply.error(Errno::ENXIO),
@@ -253,13 +282,10 @@ impl CuseHandler for MapNode {
         }
     }
 
-    fn interrupt(&self, unique: Unique, orphan: OrphanReply) {
+    fn interrupt(&self, unique: Unique, orphan: Option<OrphanReply>) {
         // A request a dead predecessor read: nobody else will ever answer it, and its
         // caller cannot leave before it is answered (not even for SIGKILL).
-        if self.orphans_possible.load(Ordering::Relaxed)
-            && !unique.resent()
-            && unique.0 < self.first_unique.load(Ordering::Relaxed)
-        {
+        if let (Some(orphan), true) = (orphan, self.orphans_possible.load(Ordering::Relaxed)) {
             tracing::info!(map = %self.map.engine.map(), %unique,
                 "a request the daemon's predecessor had read was interrupted: EINTR");
             return orphan.error(Errno::EINTR);
@@ -380,17 +406,13 @@ mod tests {
     #[test]
     fn after_a_crash_an_interrupt_for_a_request_the_dead_daemon_read_ends_it() {
         let mut l = lab(LabOptions::default());
-        // Requests "the predecessor read": uniques below any this daemon reads.
-        let theirs = l.k.open(my_tid(), RDWR);
-        let _ = theirs;
-        let earlier = l.k.send(crate::cuse::abi::opcode::POLL, 0, &[0u8; 24]);
-        let _ = l.k.reply(earlier);
-        l.node.expect_orphans();
+        // A request "the predecessor read": its id is below any this daemon reads.
+        let theirs = l.k.skip_unique();
+        l.node.expect_orphans(true);
         let fh = l.k.open(my_tid(), RDWR);
-        // An interrupt for one of the predecessor's requests: answered EINTR.
-        l.k.interrupt(earlier);
+        l.k.interrupt(theirs);
         let r =
-            l.k.reply_within(earlier, Duration::from_secs(5))
+            l.k.reply_within(theirs, Duration::from_secs(5))
                 .expect("answered");
         assert_eq!(r.error, -libc::EINTR);
         // One for a request of this daemon's that it does not hold: not answered.
@@ -398,6 +420,12 @@ mod tests {
         assert_eq!(l.k.reply(u).error, -libc::EAGAIN);
         l.k.interrupt(u);
         assert!(!l.k.answered_within(u, Duration::from_millis(300)));
+        // Without a dead predecessor (a clean hand-over, or a resend), nothing is an orphan.
+        let mut l = lab(LabOptions::default());
+        let theirs = l.k.skip_unique();
+        l.k.open(my_tid(), RDWR);
+        l.k.interrupt(theirs);
+        assert!(!l.k.answered_within(theirs, Duration::from_millis(300)));
     }
 
     #[test]

@@ -22,7 +22,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 const RECORD_MAGIC: u32 = 0x6d70_7331; // "mps1"
 const RECORD_LEN: u64 = 64;
 /// Records beyond this many are not kept (a caller opening files without end): such a
-/// file works until the daemon restarts, and then its requests get EBADF.
+/// file works until the daemon restarts, and then its requests get ENXIO (an unknown
+/// file).
 pub const MAX_RECORDS: u32 = 1 << 20;
 
 /// One open file, as stored.
@@ -198,25 +199,41 @@ impl FileStore {
 /// A node, by its device number (major, minor).
 pub type NodeNumber = (u32, u32);
 
-const HANDOVER_MAGIC: &[u8; 8] = b"mpsghnd1";
+const HANDOVER_MAGIC: &[u8; 8] = b"mpsghnd2";
 
-/// The requests a daemon that stopped for a restart had read and not answered, per
-/// node: `magic`, then (major u32, minor u32, length u32, request bytes) each, native
-/// endian (the successor runs on the same machine).
-pub fn encode_handover(requests: &[(NodeNumber, Vec<u8>)]) -> Vec<u8> {
+/// What an item of the hand-over holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handed {
+    /// A request read and not answered (its bytes, as the kernel sent them).
+    Request,
+    /// A write() command's result nobody had read (`handover::encode`).
+    Result,
+}
+
+/// One item of the hand-over: its node, what it is, its bytes.
+pub type HandedItem = (NodeNumber, Handed, Vec<u8>);
+
+/// What a daemon that stopped for a restart leaves its successor, per node: `magic`, then
+/// (major u32, minor u32, kind u32, length u32, bytes) each, native endian (the successor
+/// runs on the same machine).
+pub fn encode_handover(items: &[HandedItem]) -> Vec<u8> {
     let mut out = HANDOVER_MAGIC.to_vec();
-    for ((major, minor), bytes) in requests {
-        out.extend_from_slice(&major.to_ne_bytes());
-        out.extend_from_slice(&minor.to_ne_bytes());
-        out.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
+    for ((major, minor), kind, bytes) in items {
+        let kind: u32 = match kind {
+            Handed::Request => 1,
+            Handed::Result => 2,
+        };
+        for w in [*major, *minor, kind, bytes.len() as u32] {
+            out.extend_from_slice(&w.to_ne_bytes());
+        }
         out.extend_from_slice(bytes);
     }
     out
 }
 
-/// The requests of `encode_handover`, in their order; None if `bytes` is not such an
-/// image or is cut short.
-pub fn decode_handover(bytes: &[u8]) -> Option<Vec<(NodeNumber, Vec<u8>)>> {
+/// The items of `encode_handover`, in their order; None if `bytes` is not such an image
+/// or is cut short.
+pub fn decode_handover(bytes: &[u8]) -> Option<Vec<HandedItem>> {
     let mut rest = bytes.strip_prefix(HANDOVER_MAGIC)?;
     let mut out = Vec::new();
     let word = |rest: &mut &[u8]| -> Option<u32> {
@@ -227,13 +244,18 @@ pub fn decode_handover(bytes: &[u8]) -> Option<Vec<(NodeNumber, Vec<u8>)>> {
     while !rest.is_empty() {
         let major = word(&mut rest)?;
         let minor = word(&mut rest)?;
+        let kind = match word(&mut rest)? {
+            1 => Handed::Request,
+            2 => Handed::Result,
+            _ => return None,
+        };
         let len = word(&mut rest)? as usize;
         if rest.len() < len {
             return None;
         }
         let (req, r) = rest.split_at(len);
         rest = r;
-        out.push(((major, minor), req.to_vec()));
+        out.push(((major, minor), kind, req.to_vec()));
     }
     Some(out)
 }
@@ -271,9 +293,9 @@ mod tests {
     #[test]
     fn a_handover_image_round_trips_and_a_cut_one_is_refused() {
         let reqs = vec![
-            ((240, 0), vec![1u8, 2, 3]),
-            ((240, 5), vec![]),
-            ((240, 0), vec![9; 80]),
+            ((240, 0), Handed::Request, vec![1u8, 2, 3]),
+            ((240, 5), Handed::Result, vec![]),
+            ((240, 0), Handed::Request, vec![9; 80]),
         ];
         let img = encode_handover(&reqs);
         assert_eq!(decode_handover(&img), Some(reqs));

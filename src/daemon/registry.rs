@@ -12,7 +12,7 @@ use super::devnums::{map_key, DevNums};
 use super::fdstore;
 use super::map::MapState;
 use super::node::{MapNode, NodeRecords};
-use super::persist::{FileRecord, FileStore, NodeNumber, Slot};
+use super::persist::{FileRecord, FileStore, Handed, HandedItem, NodeNumber, Slot};
 use super::timer::Timer;
 use super::{Options, DEV_DIR};
 use crate::cuse::{CuseDevice, DeviceSpec, PoolConfig, ThreadBudget};
@@ -36,6 +36,7 @@ pub struct Inherited {
     pub nodes: HashMap<NodeNumber, OwnedFd>,
     pub records: HashMap<NodeNumber, Vec<(Slot, FileRecord)>>,
     pub requests: HashMap<NodeNumber, Vec<Vec<u8>>>,
+    pub results: HashMap<NodeNumber, Vec<Vec<u8>>>,
     /// The predecessor handed over cleanly; otherwise it died, and the requests it had
     /// read are still with the kernel (to resend, 6.9+) or lost.
     pub handed_over: bool,
@@ -51,6 +52,7 @@ struct Adoption {
     fd: OwnedFd,
     records: Vec<(Slot, FileRecord)>,
     requests: Vec<Vec<u8>>,
+    results: Vec<Vec<u8>>,
     handed_over: bool,
 }
 
@@ -199,7 +201,10 @@ fn publish(
     let device = match adoption {
         Some(a) => {
             node.restore_files(&a.records);
-            let (device, resent) = CuseDevice::adopt(
+            node.restore_results(&a.results);
+            // Before the threads start: an INTERRUPT may be the first request they read.
+            node.expect_orphans(!a.handed_over);
+            let adopted = CuseDevice::adopt(
                 a.fd,
                 node.clone(),
                 &d.name,
@@ -207,9 +212,18 @@ fn publish(
                 a.requests,
                 !a.handed_over,
                 ready,
-            )?;
-            if !a.handed_over && !resent {
-                node.expect_orphans();
+            );
+            let (device, resent) = match adopted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Not served: the service manager's copy must go too, or the node
+                    // would stay with nobody answering it.
+                    let _ = fdstore::remove(&stored_name(major, minor));
+                    return Err(e);
+                }
+            };
+            if resent {
+                node.expect_orphans(false);
             }
             tracing::info!(
                 map = %d.name,
@@ -354,6 +368,7 @@ impl Registry {
             }
         }
         self.inherited.requests.clear();
+        self.inherited.results.clear();
     }
 
     /// Takes the inherited node `major:minor` if it is the node `name` should have.
@@ -365,6 +380,11 @@ impl Registry {
                 "the inherited node has another name now: removed, published again");
             drop(fd);
             let _ = fdstore::remove(&stored_name(major, minor));
+            // The device number is free once the service manager has closed its copy.
+            let gone = Instant::now() + Duration::from_secs(2);
+            while sysfs_char_name(major, minor).is_some() && Instant::now() < gone {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             return None;
         }
         Some(Adoption {
@@ -377,6 +397,11 @@ impl Registry {
             requests: self
                 .inherited
                 .requests
+                .remove(&(major, minor))
+                .unwrap_or_default(),
+            results: self
+                .inherited
+                .results
                 .remove(&(major, minor))
                 .unwrap_or_default(),
             handed_over: self.inherited.handed_over,
@@ -567,10 +592,11 @@ impl Registry {
     /// Hands every node to the daemon's successor (a restart under a service manager):
     /// the nodes stop reading requests, which stay queued in the kernel; commands running
     /// or waiting for a path finish (at most HANDOVER_WAIT); blocking read()s that wait
-    /// for nothing are left unanswered and returned as request bytes for the successor;
+    /// for nothing are left unanswered and returned as request bytes for the successor,
+    /// with the write() results nobody has read;
     /// then the threads stop and the daemon's copies of the /dev/cuse fds close, the
     /// service manager's keeping the nodes. Removals under way finish first.
-    pub fn hand_over(&mut self) -> Vec<(NodeNumber, Vec<u8>)> {
+    pub fn hand_over(&mut self) -> Vec<HandedItem> {
         for r in self.removing.drain(..) {
             let _ = r.thread.join();
         }
@@ -580,35 +606,36 @@ impl Registry {
         }
         let deadline = Instant::now() + HANDOVER_WAIT;
         let started = Instant::now();
-        while maps.iter().any(|p| p.node.busy()) {
+        // A thread may still hold a request it read before draining (not yet a command,
+        // or a read() about to wait): it counts as busy until it is done with it.
+        let busy = |p: &Published| p.node.busy() || p.device.threads().2 > 0;
+        while maps.iter().any(busy) {
             if Instant::now() > deadline {
-                let busy: Vec<&str> = maps
+                let still: Vec<&str> = maps
                     .iter()
-                    .filter(|p| p.node.busy())
+                    .filter(|p| busy(p))
                     .map(|p| p.name.as_str())
                     .collect();
-                tracing::warn!(?busy, "commands still unfinished after {HANDOVER_WAIT:?}: they end now (EIO or DID_TRANSPORT_DISRUPTED)");
+                tracing::warn!(busy = ?still, "commands still unfinished after {HANDOVER_WAIT:?}: they end now (EIO or DID_TRANSPORT_DISRUPTED)");
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let mut requests = Vec::new();
+        let mut items = Vec::new();
         for p in &maps {
             let h = p.node.hand_over();
-            if h.dropped_completions > 0 {
-                tracing::warn!(map = %p.name, count = h.dropped_completions,
-                    "write() results not read before the restart are lost");
-            }
-            tracing::info!(map = %p.name, requests = h.requests.len(),
+            tracing::info!(map = %p.name, requests = h.requests.len(), results = h.results.len(),
                 waited_ms = started.elapsed().as_millis() as u64, "node handed over");
-            requests.extend(h.requests.into_iter().map(|r| ((p.major, p.minor), r)));
+            let num = (p.major, p.minor);
+            items.extend(h.requests.into_iter().map(|r| (num, Handed::Request, r)));
+            items.extend(h.results.into_iter().map(|r| (num, Handed::Result, r)));
         }
         for p in maps {
             p.engine.close();
             p.device.join();
         }
         self.shared.timer.stop();
-        requests
+        items
     }
 
     /// Removes every node (daemon shutdown), all maps at once, and waits for removals

@@ -218,6 +218,57 @@ impl<T> RequestQueue<T> {
         out
     }
 
+    /// Takes out every finished write() request, oldest first: (pack_id, usr_ptr,
+    /// duration_ms, problem, result). For a daemon handing the file to its successor.
+    pub fn take_done(&mut self) -> Vec<(i32, u64, u32, u8, T)> {
+        let mut out = Vec::new();
+        let mut kept = Vec::with_capacity(self.entries.len());
+        for e in self.entries.drain(..) {
+            match (e.state, e.sg_io_owned, e.result) {
+                (State::Done, false, Some(result)) => {
+                    out.push((e.pack_id, e.usr_ptr, e.duration_ms, e.problem, result))
+                }
+                (state, sg_io_owned, result) => kept.push(Entry {
+                    state,
+                    sg_io_owned,
+                    result,
+                    ..e
+                }),
+            }
+        }
+        self.entries = kept;
+        out
+    }
+
+    /// A finished write() request a predecessor handed over (see `take_done`). EDOM when
+    /// the list is full.
+    pub fn push_done(
+        &mut self,
+        pack_id: i32,
+        usr_ptr: u64,
+        duration_ms: u32,
+        problem: u8,
+        result: T,
+    ) -> Result<(), Errno> {
+        if self.entries.len() >= SG_MAX_QUEUE {
+            return Err(Errno::EDOM);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.push(Entry {
+            id,
+            pack_id,
+            usr_ptr,
+            sg_io_owned: false,
+            state: State::Done,
+            started: Coarse::now(),
+            duration_ms,
+            problem,
+            result: Some(result),
+        });
+        Ok(())
+    }
+
     /// Requests whose command has not finished (SG_IO's, and write()'s not yet done).
     pub fn active(&self) -> usize {
         self.entries
