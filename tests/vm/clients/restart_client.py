@@ -3,9 +3,11 @@
 
 restart_client.py hold NODE CONTROL_FIFO
     Opens NODE O_RDWR and changes its sg settings; starts a blocking read() (nothing is
-    outstanding, so it waits) and, on "slow", an SG_IO READ(10) that the LU answers slowly;
+    outstanding, so it waits); write()s an INQUIRY on a second file and leaves its result
+    unread; on "slow", starts an SG_IO READ(10) that the LU answers slowly;
     prints HOLD_READY and waits for "check" on CONTROL_FIFO (the scenario restarts the
-    daemon meanwhile). Then: the settings are still the file's, a write() of an INQUIRY
+    daemon meanwhile). Then: the settings are still the file's, the second file's read()
+    returns the INQUIRY written before the restart (its data too), a write() of an INQUIRY
     (pack_id 7) completes the blocked read(), a forked child's read() is refused (EPERM:
     the opener is still known), and the SG_IO's result. Prints HOLD_RESULT key=value...
 
@@ -118,7 +120,11 @@ def hold(node, fifo):
         got["slow"] = f"errno={e}:status={st}:host={host}:driver={drv}:ms={int((time.monotonic() - t) * 1000)}"
 
     slower = threading.Thread(target=slow_io)
-    time.sleep(0.3)  # the read() is parked in the daemon by now
+    # A write() whose result is read only after the restart, on a second file.
+    fd2 = os.open(node, os.O_RDWR)
+    unread = Cmd([0x12, 0, 0, 0, 96, 0], FROM_DEV, 96, pack_id=5)
+    os.write(fd2, bytes(unread.hdr))
+    time.sleep(0.3)  # the read() is parked in the daemon, the INQUIRY done, by now
     print("HOLD_READY", flush=True)
     with open(fifo) as ctl:
         for line in ctl:
@@ -136,6 +142,9 @@ def hold(node, fifo):
     if slower.is_alive() or "slow" in got:
         slower.join(60)
         out["slow"] = got.get("slow", "hung")
+    h = Hdr.from_buffer_copy(os.read(fd2, 88))
+    vendor = unread.data.raw[8:16].decode(errors="replace").strip() or "none"
+    out["unread_result"] = f"pack_id={h.pack_id}:status={h.status}:host={h.host_status}:vendor={vendor}"
     inq = Cmd([0x12, 0, 0, 0, 96, 0], FROM_DEV, 96, pack_id=7)
     os.write(fd, bytes(inq.hdr))
     reader.join(10)

@@ -423,7 +423,9 @@ mpathsg_stop_supervised() {
 	kill -0 "$MPATHSG_SUPERVISOR" 2>/dev/null && die "the supervisor still runs 70 s after stop"
 	wait "$MPATHSG_SUPERVISOR" || true
 	MPATHSG_SUPERVISOR= MPATHSG_PID=
-	grep -q "exited [0-9]* 0$" "$MPATHSG_SUPLOG" || die "mpath-sgd did not exit 0: $(grep exited "$MPATHSG_SUPLOG" | tail -n 1)"
+	local last
+	last=$(grep ' exited ' "$MPATHSG_SUPLOG" | tail -n 1)
+	[[ $last =~ " exited "[0-9]+" 0"$ ]] || die "mpath-sgd did not exit 0 at stop: $last"
 	wait_for "the nodes are gone once the store is emptied" 5 sh -c '! ls /dev/mpath-sg/* >/dev/null 2>&1'
 }
 

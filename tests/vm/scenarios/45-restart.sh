@@ -5,8 +5,9 @@
 # - the node never disappears (inotify on /dev/mpath-sg) and keeps its major:minor;
 # - a caller's SG_IO stream sees no error and no mismatch across restarts;
 # - an open file keeps its sg settings and its opener (a forked child's read() is still
-#   EPERM), a blocked read() is handed over and completes, an SG_IO on a slow LU that is
-#   running at SIGTERM completes;
+#   EPERM), a blocked read() is handed over and completes, a write()'s result left unread
+#   is read after the restart (with its data), an SG_IO on a slow LU that is running at
+#   SIGTERM completes;
 # - SIGKILL with an SG_IO in flight: on a kernel with FUSE_NOTIFY_RESEND (6.9+) the READ
 #   is resent and completes, a WRITE SAME is not run again (DID_TRANSPORT_DISRUPTED: it
 #   may have run, and it is not repeatable; docs/failover.md's table); on 6.1 the
@@ -77,8 +78,9 @@ assert_match "SG_SET_RESERVED_SIZE kept" " reserved=65536 " "$result "
 assert_match "SG_SET_KEEP_ORPHAN kept" " keep_orphan=1 " "$result "
 assert_match "the SG_IO running at SIGTERM completed" " slow=errno=0:status=0:host=0:driver=0:" "$result "
 assert_match "the blocked read() got the write() after the restart" " read=ok:pack_id=7:status=0:host=0 " "$result "
+assert_match "a write() result left unread across the restart, with its data" " unread_result=pack_id=5:status=0:host=0:vendor=Linux " "$result "
 assert_match "the opener is still known: a child's read() is refused" " child_read=EPERM " "$result "
-mpathsg_log_has "node handed over.*requests=1" || die "the daemon did not hand over the blocked read()"
+mpathsg_log_has "node handed over.*requests=1 results=1" || die "the daemon did not hand over the blocked read() and the unread result"
 
 step "an SG_IO stream across three restarts"
 # (SIGKILL is not part of it: a WRITE in flight then rightly fails, see below.)
