@@ -250,22 +250,8 @@ impl<T> RequestQueue<T> {
         problem: u8,
         result: T,
     ) -> Result<(), Errno> {
-        if self.entries.len() >= SG_MAX_QUEUE {
-            return Err(Errno::EDOM);
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.entries.push(Entry {
-            id,
-            pack_id,
-            usr_ptr,
-            sg_io_owned: false,
-            state: State::Done,
-            started: Coarse::now(),
-            duration_ms,
-            problem,
-            result: Some(result),
-        });
+        let id = self.add(pack_id, usr_ptr, false, true)?;
+        self.complete(id, duration_ms, problem, result);
         Ok(())
     }
 
@@ -312,6 +298,33 @@ mod tests {
         assert_eq!(q.add(2, 0, false, false), Err(Errno::EDOM));
         q.remove(id);
         q.add(2, 0, false, false).unwrap();
+    }
+
+    #[test]
+    fn finished_write_requests_move_to_another_list_in_order() {
+        let mut q = RequestQueue::default();
+        let a = q.add(10, 0xa, false, true).unwrap();
+        let sg_io = q.add(0, 0, true, true).unwrap();
+        let b = q.add(11, 0xb, false, true).unwrap();
+        let running = q.add(12, 0xc, false, true).unwrap();
+        q.complete(b, 7, 1, "b");
+        q.complete(a, 5, 0, "a");
+        q.complete(sg_io, 1, 0, "sg_io");
+        let done = q.take_done();
+        assert_eq!(done, vec![(10, 0xa, 5, 0, "a"), (11, 0xb, 7, 1, "b")]);
+        assert_eq!(
+            (q.len(), q.active()),
+            (2, 1),
+            "SG_IO's own and the running one stay"
+        );
+        let _ = running;
+        let mut next = RequestQueue::default();
+        for (pack_id, usr_ptr, ms, problem, r) in done {
+            next.push_done(pack_id, usr_ptr, ms, problem, r).unwrap();
+        }
+        assert_eq!(next.num_waiting(), 2);
+        assert_eq!(next.reap(11), Reap::Ready("b"));
+        assert_eq!(next.reap(-1), Reap::Ready("a"));
     }
 
     #[test]
