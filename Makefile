@@ -82,7 +82,8 @@ lab-6.12: build
 
 # The guest on the node for GUEST_SECONDS of I/O under path faults, then without faults
 # through the node and through /dev/sgN for the same time (throughput of both), on 6.1
-# and on 6.12. Prints each kernel's figures (tests/vm/out*/guest-throughput.txt).
+# and on 6.12. Prints each kernel's figures (tests/vm/out*/guest-throughput.txt) and
+# writes them to docs/benchmarks.md ("A guest on the node").
 GUEST_SECONDS ?= 120
 test-guest: deps build
 	for k in 6.1 6.12; do \
@@ -91,6 +92,8 @@ test-guest: deps build
 		LAB_TIMEOUT=$$((3 * ($(GUEST_SECONDS) + 400) + 600)) tests/vm/run 80-guest || exit 1; \
 		echo "kernel $$k:"; cat tests/vm/out-guest-$$k/guest-throughput.txt; \
 	done
+	tests/vm/guest-bench-section docs/benchmarks.md \
+		6.1=tests/vm/out-guest-6.1/guest-throughput.txt 6.12=tests/vm/out-guest-6.12/guest-throughput.txt
 
 # The soak (tests/vm/scenarios/70-soak.sh) for SOAK_SECONDS; make test runs it for 60 s.
 # Prints tests/vm/out/reliability-soak.md (figures for docs/reliability.md).
@@ -138,10 +141,12 @@ demo: deps build
 	@tests/vm/run --script tests/vm/demo.sh
 
 # Benchmarks in the lab (software emulation: only ratios from one run mean anything);
-# writes docs/benchmarks.md.
+# writes docs/benchmarks.md, keeping its guest section (make test-guest writes that).
 bench: deps build
 	@tests/vm/run --script tests/vm/bench.sh
+	sed -n '/^## A guest on the node/,$$p' docs/benchmarks.md >tests/vm/out/guest-section.md
 	cp tests/vm/out/benchmarks.md docs/benchmarks.md
+	if [ -s tests/vm/out/guest-section.md ]; then printf '\n' >>docs/benchmarks.md; cat tests/vm/out/guest-section.md >>docs/benchmarks.md; fi
 	@cat docs/benchmarks.md
 
 clean:

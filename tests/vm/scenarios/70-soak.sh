@@ -17,6 +17,9 @@
 #              are reloaded with the new devices
 #   alldown    both paths of one map offline for 2 s, without queue_if_no_path
 #   queued     the same with queue_if_no_path: commands wait and then complete
+#   restart    the daemon restarted as `systemctl restart` does (SIGTERM; the successor
+#              takes the nodes, open files, waiting reads and unread write() results
+#              from the fd store; lib/fdstore-supervisor): no error may show
 #
 # Verdict: no mismatch (nothing lost, corrupted, or misdirected to another LU or block;
 # scsi_debug's LUs share one store, so each node writes its own LBA range and another LU's
@@ -31,7 +34,7 @@ secs=${LAB_SOAK_SECONDS:-60}
 lab_lus 2 2
 lab_map soak0 ${LAB_LU_PATHS[0]}
 lab_map soak1 ${LAB_LU_PATHS[1]}
-mpathsg_start
+mpathsg_start_supervised
 faults=$LAB_OUT/70-soak-faults.log
 errors=$LAB_OUT/70-soak-errors.log
 summary=$LAB_OUT/70-soak-summary.log
@@ -149,6 +152,12 @@ while [ "$cycle" -eq 0 ] || [ $(($(date +%s) - start)) -lt "$secs" ]; do
 	sleep 1
 	dmsetup message "$m" 0 fail_if_no_path
 	say "queued: both paths of $m for 2 s under queue_if_no_path"
+	sleep 2
+
+	t=$(now)
+	mpathsg_restart
+	fault restart all "$t"
+	say "restart: the successor serves after $(awk -v t="$t" -v n="$(now)" 'BEGIN { printf "%.1f", n - t }') s"
 	# What multipathd's checker would do: any path the daemon failed in device-mapper
 	# (an injected LU timeout can make its probe time out too) is reinstated.
 	for lu in 0 1; do
@@ -232,4 +241,4 @@ cat "$LAB_OUT/reliability-soak.md"
 [ "$rc" = 0 ] || die "the writer exited $rc"
 case $verdicts in *unexplained=0) ;; *) die "errors the faults do not explain (listed above)" ;; esac
 say "ok: nothing lost or misdirected; every error explained ($verdicts)"
-mpathsg_stop
+mpathsg_stop_supervised
