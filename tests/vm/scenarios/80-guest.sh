@@ -2,13 +2,14 @@
 # own kernel with a busybox initramfs whose disk is `-device virtio-scsi-pci -device
 # scsi-generic` on /dev/mpath-sg/mpatha. The guest writes stamped blocks with O_DIRECT at
 # 512 B, 4 KiB, 64 KiB and the largest transfer its sd issues, reads each back and checks
-# it (tests/vm/clients/guest_io.c), while the scenario takes each path offline and back and
-# then both for some seconds (queue_if_no_path): the guest must see no I/O error and no
-# mismatch. Its view of the disk is checked too: the LU's WWID (VPD 0x83), the capacity,
-# and the Block Limits page's maximum transfer, which qemu rewrites from the node's
-# BLKSECTGET. Then the daemon is restarted twice under the guest's I/O, as `systemctl
-# restart` does it (lib/fdstore-supervisor): the node stays (same inode, same major:minor)
-# and the guest sees no error.
+# it (tests/vm/clients/guest_io.c), while the scenario takes each path offline and back
+# (the second time with queue_if_no_path off), then both for some seconds
+# (queue_if_no_path): the guest must see no I/O error and no mismatch. Its view of the
+# disk is checked too: the LU's WWID (VPD 0x83), the capacity, and the Block Limits page's
+# maximum transfer, which qemu rewrites from the node's BLKSECTGET. Then the daemon is
+# restarted twice under the guest's I/O, as `systemctl restart` does it
+# (lib/fdstore-supervisor): the node stays (same inode, same major:minor) and the guest
+# sees no error.
 lab_lu 2
 a=${LAB_PATHS[0]} b=${LAB_PATHS[1]}
 lab_map mpatha --queue --group "$a" "$b"
@@ -60,7 +61,10 @@ one_path_down() {
 	map_reinstate_path mpatha "$1"
 }
 one_path_down "$a" "$b"
+# The second without queue_if_no_path: one path left must be enough, nothing queues.
+dmsetup message mpatha 0 fail_if_no_path
 one_path_down "$b" "$a"
+dmsetup message mpatha 0 queue_if_no_path
 sleep 2
 step "every path down for 6 s (queue_if_no_path): the guest's I/O waits, then resumes"
 path_offline "$a"
