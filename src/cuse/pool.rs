@@ -623,11 +623,14 @@ fn dispatch<H: CuseHandler>(
         }
     };
     let caller = req.header.caller();
-    if !matches!(req.op, Operation::Interrupt(_)) && !caller.unique.resent() {
-        worker
-            .pool
-            .first_unique
-            .fetch_min(caller.unique.0, Ordering::Relaxed);
+    // Ids grow, so after the first request this is one load of a line nobody writes:
+    // no read-modify-write shared by every thread on every request.
+    let first = &worker.pool.first_unique;
+    if !matches!(req.op, Operation::Interrupt(_))
+        && !caller.unique.resent()
+        && caller.unique.0 < first.load(Ordering::Relaxed)
+    {
+        first.fetch_min(caller.unique.0, Ordering::Relaxed);
     }
     let token = || Responder::new(sink.clone(), caller.unique);
     match req.op {

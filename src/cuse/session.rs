@@ -106,11 +106,7 @@ impl<H: CuseHandler> CuseDevice<H> {
             .map_err(|e| io::Error::new(e.kind(), format!("open /dev/cuse: {e}")))?;
         let fd = Arc::new(OwnedFd::from(file));
         handshake(&fd, &spec)?;
-        // From now on threads block in read(): /dev/cuse wakes one reader per request
-        // (an exclusive wait), where poll() would wake them all.
-        let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
-        let flags = OFlag::from_bits_retain(flags) & !OFlag::O_NONBLOCK;
-        fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+        blocking_reads(&fd)?;
         let name = spec.devname.rsplit('/').next().unwrap_or("").to_string();
         Self::serve(fd, handler, &name, cfg, Vec::new(), ready)
     }
@@ -130,11 +126,9 @@ impl<H: CuseHandler> CuseDevice<H> {
         ready: impl FnOnce(Executor<H>),
     ) -> io::Result<(Self, bool)> {
         let fd = Arc::new(fd);
-        // Blocking reads, as after the handshake (the flag belongs to the open file, so
-        // it is as the predecessor left it; set it anyway).
-        let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
-        let flags = OFlag::from_bits_retain(flags) & !OFlag::O_NONBLOCK;
-        fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+        // The flag belongs to the open file, so it is as the predecessor left it; set
+        // anyway.
+        blocking_reads(&fd)?;
         let resent = resend && notify_resend(&FdSink(fd.clone()));
         let device = Self::serve(fd, handler, name, cfg, replay, ready)?;
         Ok((device, resent))
@@ -190,6 +184,15 @@ impl<H: CuseHandler> CuseDevice<H> {
         drop(self.pool);
         drop(self.fd);
     }
+}
+
+/// Threads block in read() on a served device: /dev/cuse wakes one reader per request (an
+/// exclusive wait), where poll() would wake them all.
+fn blocking_reads(fd: &OwnedFd) -> io::Result<()> {
+    let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = OFlag::from_bits_retain(flags) & !OFlag::O_NONBLOCK;
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(())
 }
 
 /// FUSE_NOTIFY_RESEND: true if the kernel took it.

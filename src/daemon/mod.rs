@@ -114,22 +114,15 @@ fn inherit() -> (Option<Arc<persist::FileStore>>, registry::Inherited) {
     let mut inherited = registry::Inherited::default();
     let mut store = None;
     for (name, fd) in fdstore::take_listened() {
-        let node = name
-            .strip_prefix("node.")
-            .and_then(|n| n.split_once('.'))
-            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
-        match (name.as_str(), node) {
+        match (name.as_str(), registry::stored_node(&name)) {
             (_, Some(num)) => {
                 inherited.nodes.insert(num, fd);
             }
             ("files", _) => match persist::FileStore::adopt(fd) {
                 Ok((s, records)) => {
                     for (slot, rec) in records {
-                        inherited
-                            .records
-                            .entry((rec.major, rec.minor))
-                            .or_default()
-                            .push((slot, rec));
+                        let left = inherited.left.entry((rec.major, rec.minor)).or_default();
+                        left.records.push((slot, rec));
                     }
                     store = Some(s);
                 }
@@ -141,11 +134,11 @@ fn inherit() -> (Option<Arc<persist::FileStore>>, registry::Inherited) {
                     Some(items) => {
                         inherited.handed_over = true;
                         for (num, kind, bytes) in items {
-                            let into = match kind {
-                                persist::Handed::Request => &mut inherited.requests,
-                                persist::Handed::Result => &mut inherited.results,
-                            };
-                            into.entry(num).or_default().push(bytes);
+                            let left = inherited.left.entry(num).or_default();
+                            match kind {
+                                persist::Handed::Request => left.requests.push(bytes),
+                                persist::Handed::Result => left.results.push(bytes),
+                            }
                         }
                     }
                     None => tracing::error!("the predecessor's hand-over is unreadable"),
@@ -170,8 +163,21 @@ fn inherit() -> (Option<Arc<persist::FileStore>>, registry::Inherited) {
     if !inherited.nodes.is_empty() {
         tracing::info!(
             nodes = inherited.nodes.len(),
-            files = inherited.records.values().map(Vec::len).sum::<usize>(),
-            requests = inherited.requests.values().map(Vec::len).sum::<usize>(),
+            files = inherited
+                .left
+                .values()
+                .map(|l| l.records.len())
+                .sum::<usize>(),
+            requests = inherited
+                .left
+                .values()
+                .map(|l| l.requests.len())
+                .sum::<usize>(),
+            results = inherited
+                .left
+                .values()
+                .map(|l| l.results.len())
+                .sum::<usize>(),
             clean = inherited.handed_over,
             "taking over from the daemon's predecessor"
         );
@@ -305,16 +311,16 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         // the store after the daemon exits (and so removes the nodes), a restart passes
         // them on. Either way they are handed over.
         tracing::info!("{sig:?}: handing the nodes over and exiting");
-        let requests = registry.lock().hand_over();
+        let items = registry.lock().hand_over();
         // Stored even when empty: its presence tells the successor the hand-over was
         // clean (nothing for the kernel to resend).
-        let image = persist::encode_handover(&requests);
+        let image = persist::encode_handover(&items);
         let stored = persist::memfd_with(c"mpath-sg-handover", &image)
             .and_then(|fd| fdstore::store("handover", fd.as_fd()));
         if let Err(e) = stored {
             tracing::error!(
-                "the hand-over ({} waiting request(s)) cannot be stored: {e}",
-                requests.len()
+                "the hand-over ({} waiting reads and unread results) cannot be stored: {e}",
+                items.len()
             );
         }
     } else {

@@ -39,6 +39,18 @@ pub struct NodeRecords {
     pub minor: u32,
 }
 
+impl NodeRecords {
+    /// A file's place: `slot` of this node's store.
+    fn at(&self, slot: Slot) -> FileRecordAt {
+        FileRecordAt {
+            store: self.store.clone(),
+            slot,
+            major: self.major,
+            minor: self.minor,
+        }
+    }
+}
+
 /// What a node leaves its successor besides its open files: the requests it read and
 /// did not answer (blocking read()s with nothing to reap), as request bytes, and the
 /// results of write() commands nobody had read (`handover::encode`).
@@ -62,12 +74,7 @@ impl MapNode {
         for (slot, rec) in records {
             let f = OpenFile::restored(rec);
             if let Some(r) = &self.records {
-                f.keep_record(FileRecordAt {
-                    store: r.store.clone(),
-                    slot: *slot,
-                    major: r.major,
-                    minor: r.minor,
-                });
+                f.keep_record(r.at(*slot));
             }
             self.map.files.restore(f);
         }
@@ -198,12 +205,7 @@ impl CuseHandler for MapNode {
             let f = OpenFile::new(fh, flags, opener, reserved);
             if let Some(r) = &self.records {
                 match r.store.claim() {
-                    Some(slot) => f.keep_record(FileRecordAt {
-                        store: r.store.clone(),
-                        slot,
-                        major: r.major,
-                        minor: r.minor,
-                    }),
+                    Some(slot) => f.keep_record(r.at(slot)),
                     None => tracing::warn!(map = %self.map.engine.map(),
                         "no room for an open file's record: this file will not outlive a restart"),
                 }

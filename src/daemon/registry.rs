@@ -34,12 +34,20 @@ const HANDOVER_WAIT: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct Inherited {
     pub nodes: HashMap<NodeNumber, OwnedFd>,
-    pub records: HashMap<NodeNumber, Vec<(Slot, FileRecord)>>,
-    pub requests: HashMap<NodeNumber, Vec<Vec<u8>>>,
-    pub results: HashMap<NodeNumber, Vec<Vec<u8>>>,
+    pub left: HashMap<NodeNumber, NodeLeft>,
     /// The predecessor handed over cleanly; otherwise it died, and the requests it had
     /// read are still with the kernel (to resend, 6.9+) or lost.
     pub handed_over: bool,
+}
+
+/// What a predecessor left for one node besides its /dev/cuse fd: its open files'
+/// records, and after a clean hand-over the requests it had read and the write() results
+/// nobody had read.
+#[derive(Default)]
+pub struct NodeLeft {
+    pub records: Vec<(Slot, FileRecord)>,
+    pub requests: Vec<Vec<u8>>,
+    pub results: Vec<Vec<u8>>,
 }
 
 /// The fd store's name for a node's /dev/cuse fd.
@@ -47,12 +55,16 @@ pub fn stored_name(major: u32, minor: u32) -> String {
     format!("node.{major}.{minor}")
 }
 
+/// The node a stored fd's name names (`stored_name`'s inverse).
+pub fn stored_node(name: &str) -> Option<NodeNumber> {
+    let (major, minor) = name.strip_prefix("node.")?.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
 /// A node's /dev/cuse fd and what its predecessor left with it.
 struct Adoption {
     fd: OwnedFd,
-    records: Vec<(Slot, FileRecord)>,
-    requests: Vec<Vec<u8>>,
-    results: Vec<Vec<u8>>,
+    left: NodeLeft,
     handed_over: bool,
 }
 
@@ -200,8 +212,8 @@ fn publish(
     };
     let device = match adoption {
         Some(a) => {
-            node.restore_files(&a.records);
-            node.restore_results(&a.results);
+            node.restore_files(&a.left.records);
+            node.restore_results(&a.left.results);
             // Before the threads start: an INTERRUPT may be the first request they read.
             node.expect_orphans(!a.handed_over);
             let adopted = CuseDevice::adopt(
@@ -209,7 +221,7 @@ fn publish(
                 node.clone(),
                 &d.name,
                 cfg,
-                a.requests,
+                a.left.requests,
                 !a.handed_over,
                 ready,
             );
@@ -227,7 +239,7 @@ fn publish(
             }
             tracing::info!(
                 map = %d.name,
-                files = a.records.len(),
+                files = a.left.records.len(),
                 handed_over = a.handed_over,
                 resent,
                 "node taken over from the daemon's predecessor"
@@ -360,15 +372,13 @@ impl Registry {
             drop(fd);
             let _ = fdstore::remove(&stored_name(major, minor));
         }
-        for (_, records) in self.inherited.records.drain() {
+        for (_, left) in self.inherited.left.drain() {
             if let Some(store) = &self.store {
-                for (slot, _) in records {
+                for (slot, _) in left.records {
                     store.release(slot);
                 }
             }
         }
-        self.inherited.requests.clear();
-        self.inherited.results.clear();
     }
 
     /// Takes the inherited node `major:minor` if it is the node `name` should have.
@@ -389,19 +399,9 @@ impl Registry {
         }
         Some(Adoption {
             fd,
-            records: self
+            left: self
                 .inherited
-                .records
-                .remove(&(major, minor))
-                .unwrap_or_default(),
-            requests: self
-                .inherited
-                .requests
-                .remove(&(major, minor))
-                .unwrap_or_default(),
-            results: self
-                .inherited
-                .results
+                .left
                 .remove(&(major, minor))
                 .unwrap_or_default(),
             handed_over: self.inherited.handed_over,
@@ -662,6 +662,21 @@ mod tests {
             name: name.to_string(),
             dev: dev(minor),
             event_nr: Some(ev),
+        }
+    }
+
+    #[test]
+    fn a_stored_name_names_its_node_and_nothing_else_does() {
+        assert_eq!(stored_node(&stored_name(120, 7)), Some((120, 7)));
+        for other in [
+            "files",
+            "handover",
+            "node.1",
+            "node.a.2",
+            "node.1.2.3",
+            "xnode.1.2",
+        ] {
+            assert_eq!(stored_node(other), None, "{other}");
         }
     }
 
